@@ -67,7 +67,7 @@ class ManagedProcess:
             )
         if self.pid_path is not None:
             self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-            self.pid_path.write_text(f"{self._popen.pid}\n")
+            write_pid(self.pid_path, self._popen.pid)
         if not wait_until(self._ready_or_dead, timeout=timeout):
             self.stop()
             tail = log_tail(self.log_path)
@@ -107,11 +107,33 @@ class ManagedProcess:
             self.pid_path.unlink(missing_ok=True)
 
 
-def read_pid(path: Path) -> int | None:
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
     try:
-        return int(path.read_text().strip())
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def write_pid(path: Path, pid: int) -> None:
+    path.write_text(f"{pid} {_start_time(pid) or '-'}\n")
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid recorded in `path`, or None when that process is gone.
+
+    The recorded start time guards against a reused pid: after a reboot a stale file could
+    otherwise point `extract down` at an unrelated process.
+    """
+    try:
+        pid_text, started = path.read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
+    current = _start_time(pid)
+    if current is None or (started != "-" and current != started):
+        return None
+    return pid
 
 
 def pid_alive(pid: int) -> bool:
