@@ -54,6 +54,7 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop every part of the local stack."""
+
     def progress(part: str, what: str) -> None:
         if what != "stopping":
             console.print(f"  {part:<12} {what}")
@@ -68,8 +69,13 @@ def status() -> None:
     table = Table("part", "state", "pid", "url", "what")
     for row in rows:
         style = STATE_STYLE[row.state]
-        table.add_row(row.name, f"[{style}]{row.state}[/{style}]", str(row.pid or "-"),
-                      row.url, row.description)
+        table.add_row(
+            row.name,
+            f"[{style}]{row.state}[/{style}]",
+            str(row.pid or "-"),
+            row.url,
+            row.description,
+        )
     Console().print(table)
     if any(row.state != "healthy" for row in rows):
         raise typer.Exit(1)

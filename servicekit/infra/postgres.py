@@ -52,12 +52,18 @@ class PostgresCluster:
             name="postgres",
             command=[
                 str(self.bindir / "postgres"),
-                "-D", str(self.data_dir),
-                "-p", str(self.port),
-                "-c", f"listen_addresses={self.host}",
-                "-c", f"unix_socket_directories={self.data_dir}",
-                "-c", "fsync=off",
-                "-c", "max_connections=200",
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                f"unix_socket_directories={self.data_dir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
             ],
             log_path=self.log_path,
             ready=lambda: tcp_answers(self.host, self.port),
@@ -77,9 +83,21 @@ class PostgresCluster:
             self.log_path.touch()
             shutil.chown(self.log_path, user=self.user)
         subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True, user=self.user,
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=self.user,
         )
 
     def start(self, timeout: float = 60.0) -> None:

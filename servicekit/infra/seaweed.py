@@ -42,8 +42,14 @@ class SeaweedPorts:
 
     def all(self) -> list[int]:
         return [
-            self.master, self.volume, self.filer, self.s3,
-            self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc,
+            self.master,
+            self.volume,
+            self.filer,
+            self.s3,
+            self.master_grpc,
+            self.volume_grpc,
+            self.filer_grpc,
+            self.s3_grpc,
         ]
 
 
@@ -68,16 +74,25 @@ class SeaweedRegion:
         self.process = ManagedProcess(
             name=f"s3 {self.region}",
             command=[
-                find_binary("weed"), "server",
+                find_binary("weed"),
+                "server",
                 f"-dir={self.data_dir}",
-                f"-ip={self.host}", f"-ip.bind={self.host}",
-                f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
-                f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
-                "-filer", f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
-                "-s3", f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}",
+                f"-ip={self.host}",
+                f"-ip.bind={self.host}",
+                f"-master.port={p.master}",
+                f"-master.port.grpc={p.master_grpc}",
+                f"-volume.port={p.volume}",
+                f"-volume.port.grpc={p.volume_grpc}",
+                "-filer",
+                f"-filer.port={p.filer}",
+                f"-filer.port.grpc={p.filer_grpc}",
+                "-s3",
+                f"-s3.port={p.s3}",
+                f"-s3.port.grpc={p.s3_grpc}",
                 f"-s3.config={self.config_path}",
                 # Off: their fixed default ports would collide between regions.
-                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 "-master.volumeSizeLimitMB=256",
                 "-volume.max=0",
                 "-volume.preStopSeconds=0",

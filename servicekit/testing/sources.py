@@ -162,8 +162,10 @@ def endpoints_from_env(text: str) -> dict[str, S3Endpoint]:
     access = os.environ.get("EXTRACT_TEST_S3_ACCESS_KEY", "")
     secret = os.environ.get("EXTRACT_TEST_S3_SECRET_KEY", "")
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    found = {region.strip(): S3Endpoint(region.strip(), url.strip(), access, secret)
-             for region, url in pairs}
+    found = {
+        region.strip(): S3Endpoint(region.strip(), url.strip(), access, secret)
+        for region, url in pairs
+    }
     missing = [r for r in REGIONS if r not in found]
     if missing:
         raise Unavailable(f"EXTRACT_TEST_S3_URLS names no endpoint for {', '.join(missing)}")
@@ -183,10 +185,16 @@ def s3_regions(stack: ExitStack) -> Iterator[dict[str, S3Endpoint]]:
         access, secret = new_credentials()
         name = region.split(":")[1]
         ports = SeaweedPorts(*(free_port() for _ in range(8)))
-        regions.append(SeaweedRegion(
-            region=region, ports=ports, data_dir=root / name, log_path=root / f"{name}.log",
-            access_key=access, secret_key=secret,
-        ))
+        regions.append(
+            SeaweedRegion(
+                region=region,
+                ports=ports,
+                data_dir=root / name,
+                log_path=root / f"{name}.log",
+                access_key=access,
+                secret_key=secret,
+            )
+        )
     for region in regions:
         stack.callback(region.stop)
     # Start both before waiting on either: each takes seconds to come up.

@@ -25,8 +25,9 @@ def stack_env(home: Path) -> dict[str, str]:
     env = {"EXTRACT_HOME": str(home), "EXTRACT_NATS_PORT": str(free_port())}
     for part in ("EXTRACT_S3_EDGE_PORT", "EXTRACT_S3_CLOUD_PORT"):
         base = free_port()
-        while not all(port_is_free(p) for p in (*range(base, base + 4),
-                                                 *range(base + 10000, base + 10004))):
+        while not all(
+            port_is_free(p) for p in (*range(base, base + 4), *range(base + 10000, base + 10004))
+        ):
             base = free_port()
         env[part] = str(base)
     return {**os.environ, **env}

@@ -106,11 +106,14 @@ def test_managed_process_stop_takes_its_children_too(tmp_path: Path) -> None:
 def test_throwaway_postgres_cluster_accepts_connections() -> None:
     root = scratch_dir("extract-pg-test-")
     cluster = PostgresCluster(
-        bindir=find_postgres_bindir(), data_dir=root / "data", port=free_port(),
+        bindir=find_postgres_bindir(),
+        data_dir=root / "data",
+        port=free_port(),
         log_path=root / "pg.log",
     )
     cluster.start()
     try:
+
         async def version() -> str:
             conn = await asyncpg.connect(cluster.url)
             try:

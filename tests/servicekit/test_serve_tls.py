@@ -97,8 +97,11 @@ def test_modern_client_gets_an_aead_suite(tls_service: int, ca: LocalCA) -> None
     client.maximum_version = ssl.TLSVersion.TLSv1_2
     version, cipher = _handshake(tls_service, client)
     assert version == "TLSv1.2"
-    assert cipher in {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-                      "ECDHE-ECDSA-CHACHA20-POLY1305"}
+    assert cipher in {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    }
 
 
 def test_tls13_is_served(tls_service: int, ca: LocalCA) -> None:
@@ -114,7 +117,8 @@ def test_tls11_client_is_refused(tls_service: int, ca: LocalCA) -> None:
 
 def test_cbc_only_client_is_refused(tls_service: int, ca: LocalCA) -> None:
     cbc = _old_client(
-        ca, maximum=ssl.TLSVersion.TLSv1_2,
+        ca,
+        maximum=ssl.TLSVersion.TLSv1_2,
         ciphers="ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256",
     )
     with pytest.raises((ssl.SSLError, ConnectionResetError)):
@@ -126,17 +130,24 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + timedelta(days=30))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "self.pem", directory / "self.key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -145,7 +156,9 @@ def test_production_refuses_a_self_signed_certificate(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", SERVICE],
         env={**_env(free_port(), cert, key, env="production"), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "self-signed" in done.stderr
