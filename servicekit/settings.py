@@ -31,8 +31,9 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8100, description="port to listen on")
     log_level: str = Field("info", description="python logging level name")
     database_url: str = Field(
-        "sqlite+aiosqlite:///:memory:",
-        description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///…",
+        "",
+        description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///…; "
+        "empty = the SQLite file $EXTRACT_HOME/data/<service>.sqlite",
     )
     nats_url: str = Field("nats://127.0.0.1:14222", description="NATS server with JetStream")
     identity_jwks: str = Field(
@@ -44,6 +45,17 @@ class ServiceSettings(BaseSettings):
     tls_cert: str = Field("", description="PEM certificate chain; empty = plain HTTP")
     tls_key: str = Field("", description="PEM private key for tls_cert")
     tls_ca: str = Field("", description="CA bundle that client certificates must chain to")
+
+    @classmethod
+    def service_name(cls) -> str:
+        """`catalog` for the prefix EXTRACT_CATALOG_."""
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        return prefix.removeprefix("EXTRACT_").rstrip("_").lower() or "service"
+
+    def database_location(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{extract_home() / 'data' / self.service_name()}.sqlite"
 
     def identity_jwks_location(self) -> str:
         return self.identity_jwks or str(extract_home() / "keys" / "identity.jwks.json")

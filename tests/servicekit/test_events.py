@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -24,24 +21,9 @@ from servicekit.events import (
     subscribe,
 )
 from servicekit.infra import NatsServer
+from servicekit.testing import eventually
 
 FAST_RETRY = timedelta(milliseconds=50)
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10.0
-) -> None:
-    """Poll `condition` until it holds; fail the test at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = condition()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -164,8 +146,8 @@ async def test_the_subscriber_hands_over_events_in_order_and_acks_them(
         js, stream=stream, durable="reader", filter_subject=f"{service}.>", handler=received
     )
     try:
-        await eventually(lambda: len(received.events) == 20)
-        await eventually(lambda: _settled(js, stream, "reader"))
+        await eventually(lambda: len(received.events) == 20, within=10.0)
+        await eventually(lambda: _settled(js, stream, "reader"), within=10.0)
     finally:
         await subscriber.stop()
     assert received.numbers() == list(range(20))
@@ -190,8 +172,8 @@ async def test_a_failed_handler_gets_the_event_again(js: JetStreamContext, servi
     try:
         for number in range(3):
             await EventPublisher(js).publish(f"{service}.thing.happened", event(number))
-        await eventually(lambda: sorted(received.numbers()) == [0, 1, 2])
-        await eventually(lambda: _settled(js, stream, "retrying"))
+        await eventually(lambda: sorted(received.numbers()) == [0, 1, 2], within=10.0)
+        await eventually(lambda: _settled(js, stream, "retrying"), within=10.0)
     finally:
         await subscriber.stop()
     assert received.attempts == {0: 1, 1: 3, 2: 1}
@@ -208,8 +190,8 @@ async def test_a_malformed_message_is_terminated_not_retried(
         js, stream=stream, durable="strict", filter_subject=f"{service}.>", handler=received
     )
     try:
-        await eventually(lambda: received.numbers() == [7])
-        await eventually(lambda: _settled(js, stream, "strict"))
+        await eventually(lambda: received.numbers() == [7], within=10.0)
+        await eventually(lambda: _settled(js, stream, "strict"), within=10.0)
         info = await js.consumer_info(stream, "strict")
     finally:
         await subscriber.stop()
@@ -234,8 +216,8 @@ async def test_an_event_that_keeps_failing_is_given_up_after_max_deliver(
     try:
         for number in range(2):
             await EventPublisher(js).publish(f"{service}.thing.happened", event(number))
-        await eventually(lambda: received.numbers() == [1])
-        await eventually(lambda: _settled(js, stream, "patient"))
+        await eventually(lambda: received.numbers() == [1], within=10.0)
+        await eventually(lambda: _settled(js, stream, "patient"), within=10.0)
     finally:
         await subscriber.stop()
     assert received.attempts == {0: 3, 1: 1}
@@ -251,8 +233,8 @@ async def test_a_stopped_durable_subscriber_resumes_where_it_left_off(
         js, stream=stream, durable="resuming", filter_subject=f"{service}.>", handler=first
     )
     await publisher.publish(f"{service}.thing.happened", event(0))
-    await eventually(lambda: first.numbers() == [0])
-    await eventually(lambda: _settled(js, stream, "resuming"))
+    await eventually(lambda: first.numbers() == [0], within=10.0)
+    await eventually(lambda: _settled(js, stream, "resuming"), within=10.0)
     await subscriber.stop()
 
     await publisher.publish(f"{service}.thing.happened", event(1))
@@ -261,7 +243,7 @@ async def test_a_stopped_durable_subscriber_resumes_where_it_left_off(
         js, stream=stream, durable="resuming", filter_subject=f"{service}.>", handler=second
     )
     try:
-        await eventually(lambda: second.numbers() == [1])
+        await eventually(lambda: second.numbers() == [1], within=10.0)
     finally:
         await subscriber.stop()
     assert first.numbers() == [0]
@@ -284,7 +266,7 @@ async def test_nats_check_follows_the_server_down_and_up(nats_server: NatsServer
                 return False
             return True
 
-        await eventually(passes)
+        await eventually(passes, within=10.0)
     finally:
         await client.close()
 
@@ -301,7 +283,7 @@ async def test_a_subscriber_keeps_consuming_across_a_server_restart(
     )
     try:
         await EventPublisher(js).publish("restart.x", event(0))
-        await eventually(lambda: received.numbers() == [0])
+        await eventually(lambda: received.numbers() == [0], within=10.0)
         nats_server.stop()
         nats_server.start()
 
@@ -312,7 +294,7 @@ async def test_a_subscriber_keeps_consuming_across_a_server_restart(
                 return False
             return True
 
-        await eventually(published)
+        await eventually(published, within=10.0)
         await eventually(lambda: received.numbers() == [0, 1], within=20)
     finally:
         await subscriber.stop()

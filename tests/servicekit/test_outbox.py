@@ -7,8 +7,6 @@ stopping the NATS server or by wrapping the publisher, never by mocking.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -28,24 +26,9 @@ from servicekit.events import stream_for as stream_of
 from servicekit.infra import NatsServer
 from servicekit.migrate import SERVICEKIT_MIGRATIONS, SERVICEKIT_VERSION_TABLE, run_migrations
 from servicekit.outbox import OutboxRelay, enqueue, outbox_events
+from servicekit.testing import eventually
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 20.0
-) -> None:
-    """Poll `condition` until it holds; fail the test at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = condition()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 async def migrated_engine(url: str) -> AsyncEngine:
