@@ -66,8 +66,7 @@ def parse_check_value(text: str, algorithm: str) -> str:
     digest = match["hex"].lower()
     if len(digest) != expected_length:
         raise InvalidInput(
-            f"{algorithm} check value: expected {expected_length} hex digits,"
-            f" got {len(digest)}",
+            f"{algorithm} check value: expected {expected_length} hex digits, got {len(digest)}",
             detail={"algorithm": algorithm, "expected": expected_length, "got": len(digest)},
         )
     return digest

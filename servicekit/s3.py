@@ -285,8 +285,7 @@ async def _read_check_value(client: AioBaseClient, bucket: str, key: str, algori
         if exc.code == "NoSuchBucket":
             raise
         raise NotFound(
-            f"{_uri(bucket, key)} has no {algorithm} check value: put its digest"
-            f" in {check_uri}",
+            f"{_uri(bucket, key)} has no {algorithm} check value: put its digest in {check_uri}",
             code="NoSuchKey",
             detail={"bucket": bucket, "key": check_key},
         ) from exc
@@ -310,8 +309,13 @@ async def verify_with_check_value(
     if actual != expected:
         raise PreconditionFailed(
             f"{algorithm} of {_uri(bucket, key)} is {actual}, its check value says {expected}",
-            detail={"bucket": bucket, "key": key, "algorithm": algorithm,
-                    "actual": actual, "expected": expected},
+            detail={
+                "bucket": bucket,
+                "key": key,
+                "algorithm": algorithm,
+                "actual": actual,
+                "expected": expected,
+            },
         )
     return digest
 
@@ -400,8 +404,9 @@ async def _abort(client: AioBaseClient, bucket: str, key: str, upload_id: str) -
         await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except (BotoCoreError, ClientError) as exc:
         # The original failure is the one to report; the id lets an operator abort by hand.
-        log.warning("could not abort multipart upload %s of %s: %s",
-                    upload_id, _uri(bucket, key), exc)
+        log.warning(
+            "could not abort multipart upload %s of %s: %s", upload_id, _uri(bucket, key), exc
+        )
 
 
 async def ensure_bucket(client: AioBaseClient, bucket: str) -> None:

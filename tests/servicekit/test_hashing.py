@@ -27,7 +27,7 @@ EXPECTED = {
 
 async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def test_algorithms_are_sha256_sha512_and_blake3() -> None:
@@ -49,11 +49,14 @@ def test_unknown_algorithm_is_refused_naming_the_allowed_ones() -> None:
     assert all(name in refused.value.message for name in HASH_ALGORITHMS)
 
 
-@pytest.mark.parametrize(("algorithm", "name"), [
-    ("sha256", "models/model.onnx.sha256asc"),
-    ("sha512", "models/model.onnx.sha512asc"),
-    ("blake3", "models/model.onnx.blake3asc"),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "name"),
+    [
+        ("sha256", "models/model.onnx.sha256asc"),
+        ("sha512", "models/model.onnx.sha512asc"),
+        ("blake3", "models/model.onnx.blake3asc"),
+    ],
+)
 def test_check_value_name_appends_the_algorithm(algorithm: str, name: str) -> None:
     assert check_value_name("models/model.onnx", algorithm) == name
 
@@ -63,14 +66,17 @@ def test_check_value_name_refuses_unknown_algorithm() -> None:
         check_value_name("model.onnx", "crc32")
 
 
-@pytest.mark.parametrize("template", [
-    "{hex}",
-    "{hex}\n",
-    "{hex}  model.onnx\n",
-    "{hex} *model.onnx\n",
-    "{hex}  name with  spaces.onnx",
-    "\n{hex}\r\n\n",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{hex}",
+        "{hex}\n",
+        "{hex}  model.onnx\n",
+        "{hex} *model.onnx\n",
+        "{hex}  name with  spaces.onnx",
+        "\n{hex}\r\n\n",
+    ],
+)
 @pytest.mark.parametrize("algorithm", HASH_ALGORITHMS)
 def test_parse_check_value_accepts_sha256sum_forms(algorithm: str, template: str) -> None:
     text = template.format(hex=EXPECTED[algorithm])
@@ -87,11 +93,14 @@ def test_parse_check_value_refuses_a_digest_of_the_wrong_length() -> None:
     assert "expected 128 hex digits, got 64" in refused.value.message
 
 
-@pytest.mark.parametrize("text", [
-    "not-a-digest",
-    "{hex} model.onnx",  # one space without '*' is neither sha256sum form
-    "sha256:{hex}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not-a-digest",
+        "{hex} model.onnx",  # one space without '*' is neither sha256sum form
+        "sha256:{hex}",
+    ],
+)
 def test_parse_check_value_refuses_other_forms(text: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_check_value(text.format(hex=EXPECTED["sha256"]), "sha256")

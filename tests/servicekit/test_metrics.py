@@ -71,8 +71,7 @@ async def test_requests_are_counted_by_route_template_not_raw_path() -> None:
     key = ("http_requests_total", labels(method="GET", route="/items/{item_id}", status="200"))
     assert scraped[key] == 2
     assert not any(
-        dict(sample_labels).get("route") in ("/items/a", "/items/b")
-        for _, sample_labels in scraped
+        dict(sample_labels).get("route") in ("/items/a", "/items/b") for _, sample_labels in scraped
     )
 
 

@@ -50,7 +50,7 @@ def reference_digests(data: bytes) -> dict[str, str]:
 
 async def chunked(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 @pytest.fixture
@@ -82,9 +82,7 @@ async def test_stream_hash_of_a_multipart_upload_matches_the_reference(
     assert digest.etag == etag
 
 
-async def test_stream_hash_changes_when_one_byte_flips(
-    client: AioBaseClient, bucket: str
-) -> None:
+async def test_stream_hash_changes_when_one_byte_flips(client: AioBaseClient, bucket: str) -> None:
     data = os.urandom(3 * MiB)
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x01
@@ -119,9 +117,7 @@ async def test_stream_hash_refuses_a_chunk_size_below_one_byte(
         await stream_hash(client, bucket, "k", ["sha256"], chunk_size=0)
 
 
-async def test_stream_hash_refuses_an_unknown_algorithm(
-    client: AioBaseClient, bucket: str
-) -> None:
+async def test_stream_hash_refuses_an_unknown_algorithm(client: AioBaseClient, bucket: str) -> None:
     await client.put_object(Bucket=bucket, Key="k", Body=b"data")
     with pytest.raises(InvalidInput, match="'md5'"):
         await stream_hash(client, bucket, "k", ["sha256", "md5"])
@@ -169,12 +165,11 @@ async def test_refused_credentials_are_an_upstream_error(s3_endpoint: S3Endpoint
             await ensure_bucket(client, f"s3-test-{uuid.uuid4().hex[:12]}")
 
 
-async def test_small_stream_is_stored_with_a_single_put(
-    client: AioBaseClient, bucket: str
-) -> None:
+async def test_small_stream_is_stored_with_a_single_put(client: AioBaseClient, bucket: str) -> None:
     data = os.urandom(MiB + 17)
-    etag = await upload_stream(client, bucket, "small", chunked(data, 4096),
-                               content_type="application/x-test")
+    etag = await upload_stream(
+        client, bucket, "small", chunked(data, 4096), content_type="application/x-test"
+    )
     assert etag == hashlib.md5(data).hexdigest()  # a multipart ETag would end in "-<parts>"
     stored = await client.get_object(Bucket=bucket, Key="small")
     async with stored["Body"] as body:
@@ -193,8 +188,14 @@ async def test_upload_stream_keeps_the_content_type_on_multipart(
     client: AioBaseClient, bucket: str
 ) -> None:
     data = os.urandom(11 * MiB)
-    await upload_stream(client, bucket, "typed", chunked(data, 3 * MiB), part_size=5 * MiB,
-                        content_type="application/x-spectra")
+    await upload_stream(
+        client,
+        bucket,
+        "typed",
+        chunked(data, 3 * MiB),
+        part_size=5 * MiB,
+        content_type="application/x-spectra",
+    )
     digest = await stream_hash(client, bucket, "typed", ["sha256"])
     assert digest.content_type == "application/x-spectra"
     assert digest.digests["sha256"] == hashlib.sha256(data).hexdigest()
@@ -236,7 +237,8 @@ async def test_verify_accepts_a_matching_check_value(
     hex_digest = reference_digests(data)[algorithm]
     await client.put_object(Bucket=bucket, Key="models/model.onnx", Body=data)
     await client.put_object(
-        Bucket=bucket, Key=f"models/model.onnx.{algorithm}asc",
+        Bucket=bucket,
+        Key=f"models/model.onnx.{algorithm}asc",
         Body=f"{hex_digest.upper()} *model.onnx\n".encode(),
     )
     digest = await verify_with_check_value(client, bucket, "models/model.onnx", algorithm)
@@ -251,8 +253,9 @@ async def test_verify_refuses_a_model_that_does_not_match(
     expected = hashlib.sha256(data).hexdigest()
     tampered = b"\x00" + data[1:]
     await client.put_object(Bucket=bucket, Key="model.onnx", Body=tampered)
-    await client.put_object(Bucket=bucket, Key="model.onnx.sha256asc",
-                            Body=f"{expected}  model.onnx\n".encode())
+    await client.put_object(
+        Bucket=bucket, Key="model.onnx.sha256asc", Body=f"{expected}  model.onnx\n".encode()
+    )
     with pytest.raises(PreconditionFailed) as refused:
         await verify_with_check_value(client, bucket, "model.onnx", "sha256")
     actual = hashlib.sha256(tampered).hexdigest()
@@ -265,16 +268,17 @@ async def test_verify_without_a_check_value_is_not_found(
     client: AioBaseClient, bucket: str
 ) -> None:
     await client.put_object(Bucket=bucket, Key="model.onnx", Body=b"weights")
-    await client.put_object(Bucket=bucket, Key="model.onnx.sha256asc",
-                            Body=hashlib.sha256(b"weights").hexdigest().encode())
+    await client.put_object(
+        Bucket=bucket,
+        Key="model.onnx.sha256asc",
+        Body=hashlib.sha256(b"weights").hexdigest().encode(),
+    )
     with pytest.raises(NotFound) as missing:
         await verify_with_check_value(client, bucket, "model.onnx", "sha512")
     assert f"s3://{bucket}/model.onnx.sha512asc" in missing.value.message
 
 
-async def test_verify_refuses_a_malformed_check_value(
-    client: AioBaseClient, bucket: str
-) -> None:
+async def test_verify_refuses_a_malformed_check_value(client: AioBaseClient, bucket: str) -> None:
     await client.put_object(Bucket=bucket, Key="model.onnx", Body=b"weights")
     await client.put_object(Bucket=bucket, Key="model.onnx.sha256asc", Body=b"deadbeef\n")
     with pytest.raises(PreconditionFailed, match=r"malformed: .*expected 64 hex digits, got 8"):
@@ -344,9 +348,7 @@ async def test_ensure_bucket_is_idempotent(client: AioBaseClient) -> None:
     assert (await client.head_object(Bucket=name, Key="kept"))["ContentLength"] == 1
 
 
-async def test_s3_check_passes_against_a_live_server(
-    s3_endpoint: S3Endpoint, bucket: str
-) -> None:
+async def test_s3_check_passes_against_a_live_server(s3_endpoint: S3Endpoint, bucket: str) -> None:
     await s3_check(s3_endpoint)()
     await s3_check(s3_endpoint, bucket=bucket)()
 
