@@ -40,13 +40,13 @@ _EXPORTS: dict[str, str] = {
     # events
     "CloudEvent": "servicekit.cloudevents",
     "EventPublisher": "servicekit.events",
+    "EventSubscriber": "servicekit.events",
     "OutboxRelay": "servicekit.outbox",
     "connect_nats": "servicekit.events",
     "consume_once": "servicekit.inbox",
     "enqueue": "servicekit.outbox",
     "ensure_stream": "servicekit.events",
     "nats_check": "servicekit.events",
-    "subscribe": "servicekit.events",
     # object storage
     "S3Endpoint": "servicekit.infra.seaweed",
     "s3_check": "servicekit.s3",

@@ -146,7 +146,8 @@ class EventSubscriber:
         self._stopping = False
         self._fetching = False
 
-    async def start(self) -> None:
+    async def start(self) -> EventSubscriber:
+        """Create or update the durable consumer and start consuming; returns self."""
         config = ConsumerConfig(
             durable_name=self._durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -164,6 +165,7 @@ class EventSubscriber:
             raise _unavailable(f"consumer {self._durable} on {self._stream}", exc) from exc
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"subscriber:{self._durable}")
+        return self
 
     async def stop(self) -> None:
         """Finish the event in hand, hand back the rest unacked, and unsubscribe."""
@@ -254,32 +256,6 @@ async def _settle(reply: Awaitable[None]) -> None:
         await reply
     except _NATS_FAILURES as exc:
         log.warning("ack not delivered (the event will be redelivered): %s", exc)
-
-
-async def subscribe(
-    js: JetStreamContext,
-    *,
-    stream: str,
-    durable: str,
-    filter_subject: str,
-    handler: Handler,
-    ack_wait: timedelta = timedelta(seconds=30),
-    max_deliver: int = 10,
-    retry_delay: timedelta = timedelta(seconds=1),
-) -> EventSubscriber:
-    """Start a durable subscriber; call `stop()` on the result to end it."""
-    subscriber = EventSubscriber(
-        js,
-        stream=stream,
-        durable=durable,
-        filter_subject=filter_subject,
-        handler=handler,
-        ack_wait=ack_wait,
-        max_deliver=max_deliver,
-        retry_delay=retry_delay,
-    )
-    await subscriber.start()
-    return subscriber
 
 
 async def connect_nats(url: str, *, name: str, reconnect_wait: float = 0.5) -> Client:

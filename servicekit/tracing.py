@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from servicekit.middleware import route_template
+from servicekit.middleware import ResponseRecorder, route_template
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -128,14 +128,7 @@ class TracingMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         root_path = scope.get("root_path", "")
-        status = 500
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseRecorder(send)
         with self.tracer.start_as_current_span(
             method,
             context=_PROPAGATOR.extract(headers),
@@ -143,12 +136,12 @@ class TracingMiddleware:
             attributes=_request_attributes(scope, headers),
         ) as span:
             try:
-                await self.app(scope, receive, send_noting_status)
+                await self.app(scope, receive, response)
             finally:
                 # Named after the route template, never the raw path: names are grouped on.
                 if (route := route_template(scope, root_path)) is not None:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
                     span.set_status(StatusCode.ERROR)

@@ -6,9 +6,9 @@ scope once the inner app has returned (routing writes into the same scope dict).
 
 from __future__ import annotations
 
-from starlette.types import Scope
+from starlette.types import Message, Scope, Send
 
-__all__ = ["UNMATCHED", "route_template"]
+__all__ = ["UNMATCHED", "ResponseRecorder", "route_template"]
 
 UNMATCHED = "<unmatched>"
 
@@ -34,3 +34,22 @@ def route_template(scope: Scope, root_path: str = "") -> str | None:
         path = getattr(route, "path_format", None) or getattr(route, "path", "")
     mount_prefix = scope.get("root_path", "").removeprefix(root_path)
     return mount_prefix + path
+
+
+class ResponseRecorder:
+    """An ASGI `send` that passes every message on, noting the status and the body bytes sent.
+
+    The status stays 500 when the app raised before starting a response.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+        self.bytes_out = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.bytes_out += len(message.get("body", b""))
+        await self._send(message)

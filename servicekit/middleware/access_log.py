@@ -6,9 +6,9 @@ import logging
 import time
 from collections.abc import Collection
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from servicekit.middleware import UNMATCHED, route_template
+from servicekit.middleware import UNMATCHED, ResponseRecorder, route_template
 
 logger = logging.getLogger("servicekit.access")
 
@@ -30,19 +30,9 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         root_path = scope.get("root_path", "")
-        status = 500
-        bytes_out = 0
-
-        async def send_counting(message: Message) -> None:
-            nonlocal status, bytes_out
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                bytes_out += len(message.get("body", b""))
-            await send(message)
-
+        response = ResponseRecorder(send)
         try:
-            await self.app(scope, receive, send_counting)
+            await self.app(scope, receive, response)
         finally:
             path = scope["path"]
             client = scope.get("client")
@@ -53,14 +43,14 @@ class AccessLogMiddleware:
                 "%s %s %s",
                 scope["method"],
                 path,
-                status,
+                response.status,
                 extra={
                     "method": scope["method"],
                     "path": path,
                     "route": route_template(scope, root_path) or UNMATCHED,
-                    "status": status,
+                    "status": response.status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "bytes": bytes_out,
+                    "bytes": response.bytes_out,
                     "client": f"{client[0]}:{client[1]}" if client else None,
                 },
             )

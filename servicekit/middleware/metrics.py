@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.metrics import ServiceMetrics
-from servicekit.middleware import UNMATCHED, route_template
+from servicekit.middleware import UNMATCHED, ResponseRecorder, route_template
 
 # Any other method string would be a new label value per caller's whim.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -30,20 +30,13 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         root_path = scope.get("root_path", "")
-        status = 500
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseRecorder(send)
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_noting_status)
+            await self.app(scope, receive, response)
         finally:
             self.metrics.in_flight.dec()
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = route_template(scope, root_path) or UNMATCHED
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.requests.labels(method, route, str(response.status)).inc()
             self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)

@@ -14,11 +14,11 @@ from servicekit.cloudevents import CloudEvent
 from servicekit.errors import ServiceUnavailable
 from servicekit.events import (
     EventPublisher,
+    EventSubscriber,
     connect_nats,
     ensure_stream,
     nats_check,
     stream_for,
-    subscribe,
 )
 from servicekit.infra import NatsServer
 from servicekit.testing import eventually
@@ -142,9 +142,9 @@ async def test_the_subscriber_hands_over_events_in_order_and_acks_them(
         await publisher.publish(f"{service}.thing.happened", event(number))
     received = Received()
     stream = stream_for(service).name
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js, stream=stream, durable="reader", filter_subject=f"{service}.>", handler=received
-    )
+    ).start()
     try:
         await eventually(lambda: len(received.events) == 20, within=10.0)
         await eventually(lambda: _settled(js, stream, "reader"), within=10.0)
@@ -161,14 +161,14 @@ async def _settled(js: JetStreamContext, stream: str, durable: str) -> bool:
 async def test_a_failed_handler_gets_the_event_again(js: JetStreamContext, service: str) -> None:
     received = Received(failures={1: 2})
     stream = stream_for(service).name
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js,
         stream=stream,
         durable="retrying",
         filter_subject=f"{service}.>",
         handler=received,
         retry_delay=FAST_RETRY,
-    )
+    ).start()
     try:
         for number in range(3):
             await EventPublisher(js).publish(f"{service}.thing.happened", event(number))
@@ -186,9 +186,9 @@ async def test_a_malformed_message_is_terminated_not_retried(
     stream = stream_for(service).name
     await js.publish(f"{service}.thing.happened", b'{"specversion": "1.0", "id": "x"}')
     await EventPublisher(js).publish(f"{service}.thing.happened", event(7))
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js, stream=stream, durable="strict", filter_subject=f"{service}.>", handler=received
-    )
+    ).start()
     try:
         await eventually(lambda: received.numbers() == [7], within=10.0)
         await eventually(lambda: _settled(js, stream, "strict"), within=10.0)
@@ -204,7 +204,7 @@ async def test_an_event_that_keeps_failing_is_given_up_after_max_deliver(
 ) -> None:
     received = Received(failures={0: 1000})
     stream = stream_for(service).name
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js,
         stream=stream,
         durable="patient",
@@ -212,7 +212,7 @@ async def test_an_event_that_keeps_failing_is_given_up_after_max_deliver(
         handler=received,
         max_deliver=3,
         retry_delay=FAST_RETRY,
-    )
+    ).start()
     try:
         for number in range(2):
             await EventPublisher(js).publish(f"{service}.thing.happened", event(number))
@@ -229,9 +229,9 @@ async def test_a_stopped_durable_subscriber_resumes_where_it_left_off(
     publisher = EventPublisher(js)
     stream = stream_for(service).name
     first = Received()
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js, stream=stream, durable="resuming", filter_subject=f"{service}.>", handler=first
-    )
+    ).start()
     await publisher.publish(f"{service}.thing.happened", event(0))
     await eventually(lambda: first.numbers() == [0], within=10.0)
     await eventually(lambda: _settled(js, stream, "resuming"), within=10.0)
@@ -239,9 +239,9 @@ async def test_a_stopped_durable_subscriber_resumes_where_it_left_off(
 
     await publisher.publish(f"{service}.thing.happened", event(1))
     second = Received()
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js, stream=stream, durable="resuming", filter_subject=f"{service}.>", handler=second
-    )
+    ).start()
     try:
         await eventually(lambda: second.numbers() == [1], within=10.0)
     finally:
@@ -278,9 +278,9 @@ async def test_a_subscriber_keeps_consuming_across_a_server_restart(
     js = client.jetstream()
     received = Received()
     await ensure_stream(js, "restart")
-    subscriber = await subscribe(
+    subscriber = await EventSubscriber(
         js, stream="RESTART", durable="survivor", filter_subject="restart.>", handler=received
-    )
+    ).start()
     try:
         await EventPublisher(js).publish("restart.x", event(0))
         await eventually(lambda: received.numbers() == [0], within=10.0)
