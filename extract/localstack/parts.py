@@ -72,9 +72,12 @@ def _answers_ready(url: str) -> bool:
         return False
 
 
-def service_part(name: str, default_port: int, description: str) -> Part:
+def service_part(
+    name: str, default_port: int, description: str, *, module: str | None = None
+) -> Part:
     """A platform service run as `python -m services.<name>` with local-stack settings."""
     prefix = f"EXTRACT_{name.upper()}_"
+    module = module or f"services.{name}"
 
     def build(home: StackHome, ports: Ports) -> Unit:
         port = ports[name]
@@ -89,7 +92,7 @@ def service_part(name: str, default_port: int, description: str) -> Part:
         }
         process = ManagedProcess(
             name=name,
-            command=[sys.executable, "-m", f"services.{name}"],
+            command=[sys.executable, "-m", module],
             log_path=home.log_path(name),
             ready=lambda: _answers_ready(url),
             env=env,

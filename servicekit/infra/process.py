@@ -15,6 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Children this process started, kept until stopped: a detached part (local stack) outlives the
+# ManagedProcess that started it, and whoever stops it by pid must still reap it.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class StartError(RuntimeError):
     """A process exited or never became ready; the message carries the log's tail."""
@@ -65,6 +69,7 @@ class ManagedProcess:
                 start_new_session=True,
                 user=self.user,
             )
+        _children[self._popen.pid] = self._popen
         if self.pid_path is not None:
             self.pid_path.parent.mkdir(parents=True, exist_ok=True)
             write_pid(self.pid_path, self._popen.pid)
@@ -99,10 +104,7 @@ class ManagedProcess:
         pid = self.pid
         if pid is not None:
             stop_process_group(pid, grace=self.stop_grace)
-        if self._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=1)
-            self._popen = None
+        self._popen = None
         if self.pid_path is not None:
             self.pid_path.unlink(missing_ok=True)
 
@@ -152,6 +154,16 @@ def pid_alive(pid: int) -> bool:
 
 def stop_process_group(pid: int, *, grace: float) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left after `grace` seconds."""
+    try:
+        _stop_group(pid, grace=grace)
+    finally:
+        child = _children.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
+
+def _stop_group(pid: int, *, grace: float) -> None:
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
