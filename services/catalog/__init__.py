@@ -1,0 +1,1 @@
+"""Catalog service: data sets, data objects and their CIMI filters."""
