@@ -1,0 +1,449 @@
+"""CIMI searches compiled to SQL: filters, ACL visibility, ordering, windows and cursors.
+
+One code path serves SQLite and PostgreSQL. Where the two differ (the type of a JSON value,
+string collation, testing the viewers array) a small construct below renders each dialect.
+
+Semantics, chosen to be identical on both backends and close to Nuvla's Elasticsearch:
+
+- A comparison is typed by its value: numbers match JSON numbers, strings JSON strings, booleans
+  JSON booleans, dates JSON strings holding `normalize_timestamp` text. A value of another
+  JSON type never matches (`a="3"` does not match `{"a": 3}`).
+- `a!=v` is the negation of `a=v`, so it also matches documents without `a` (Elasticsearch's
+  `must_not`); `a=null` matches a missing key or JSON null, `a!=null` a present, non-null value.
+- `a^="p"` is a case-sensitive prefix match; `a=="w1 w2"` (full text) is, for now, a
+  case-insensitive containment of every word: a stopgap until tsvector / FTS5. Case folding of
+  non-ASCII letters is PostgreSQL's only (SQLite's lower() folds ASCII).
+- Strings compare and sort by code point (PostgreSQL `COLLATE "C"`, SQLite BINARY).
+- `orderby=a:asc` sorts JSON numbers numerically first, then JSON strings, then everything else
+  (booleans, null, missing) in either direction; `id` always breaks ties.
+- Dates have millisecond precision: a filter date is truncated to the millisecond.
+
+Not yet: geo operators (refused with InvalidInput), and matching inside JSON arrays
+(Elasticsearch's `tags="x"` matches an element of `tags`; here it matches nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+
+from servicekit.db import utc_now
+from servicekit.errors import InvalidInput
+from servicekit.security import Identity
+from services.catalog.acl import principals_with
+from services.catalog.filters import And, Comparison, Filter, GeoComparison, Or, parse_filter
+from services.catalog.tables import catalog_resources
+
+__all__ = [
+    "MAX_WINDOW",
+    "SearchResult",
+    "compile_filter",
+    "delete_resource",
+    "normalize_timestamp",
+    "order_by",
+    "put_resource",
+    "search",
+    "visible_to",
+]
+
+MAX_WINDOW = 10_000
+"""Nuvla's (Elasticsearch's) result window: `first`/`last` reach no further; cursors do."""
+
+_ATTRIBUTE = re.compile(r"[A-Za-z](?:[\w-]*\w)?(?::[A-Za-z](?:[\w-]*\w)?)?", re.ASCII)
+
+
+# --- dialect-specific constructs -------------------------------------------------------------
+
+
+class _json_kind(sa.sql.functions.FunctionElement[str]):
+    """The JSON type of `document` at a path, the same words on both backends:
+    'number', 'string', 'true', 'false', 'null', 'array', 'object', or 'missing'."""
+
+    type = sa.Text()
+    inherit_cache = True
+    name = "json_kind"
+
+
+@compiles(_json_kind, "sqlite")
+def _json_kind_sqlite(element: _json_kind, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
+    kind = f"json_type({document}, {path})"
+    return (
+        f"(CASE {kind} WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
+        f"WHEN 'text' THEN 'string' ELSE coalesce({kind}, 'missing') END)"
+    )
+
+
+@compiles(_json_kind, "postgresql")
+def _json_kind_postgresql(element: _json_kind, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
+    value = f"({document} #> {path})"
+    return (
+        f"(CASE jsonb_typeof({value}) WHEN 'boolean' THEN {value} #>> '{{}}' "
+        f"ELSE coalesce(jsonb_typeof({value}), 'missing') END)"
+    )
+
+
+class _binary_text(sa.sql.functions.FunctionElement[str]):
+    """A text expression compared by code point on both backends."""
+
+    type = sa.Text()
+    inherit_cache = True
+    name = "binary_text"
+
+
+@compiles(_binary_text, "sqlite")
+def _binary_text_sqlite(element: _binary_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # SQLite's default collation is BINARY
+
+
+@compiles(_binary_text, "postgresql")
+def _binary_text_postgresql(element: _binary_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.clauses, **kw)} COLLATE "C")'
+
+
+class _viewers_overlap(sa.sql.functions.FunctionElement[bool]):
+    """True if the JSON array `viewers` (first argument) holds any of the other arguments."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "viewers_overlap"
+
+
+@compiles(_viewers_overlap, "sqlite")
+def _viewers_overlap_sqlite(element: _viewers_overlap, compiler: SQLCompiler, **kw: Any) -> str:
+    viewers, *claims = (compiler.process(arg, **kw) for arg in element.clauses)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({viewers}) AS viewer "
+        f"WHERE viewer.value IN ({', '.join(claims)}))"
+    )
+
+
+@compiles(_viewers_overlap, "postgresql")
+def _viewers_overlap_postgresql(element: _viewers_overlap, compiler: SQLCompiler, **kw: Any) -> str:
+    viewers, *claims = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"({viewers} ?| CAST(ARRAY[{', '.join(claims)}] AS TEXT[]))"
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+def normalize_timestamp(value: datetime | str) -> str:
+    """UTC ISO-8601 text with milliseconds, `2026-01-02T03:04:05.000Z`: sorts as time does."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput(
+                f"invalid timestamp {value!r}: expected ISO-8601, e.g. 2026-01-02T03:04:05Z"
+            ) from None
+    if value.tzinfo is None:
+        raise InvalidInput(f"timestamp {value.isoformat()!r} has no time zone: add Z or +hh:mm")
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond // 1000:03d}Z"
+    )
+
+
+@dataclass(frozen=True)
+class _Path:
+    """One attribute of the document: `a/b/ns:c` is the JSON path a → b → ns:c."""
+
+    document: ColumnElement[Any]
+    keys: tuple[str, ...]
+
+    @property
+    def kind(self) -> ColumnElement[str]:
+        return _json_kind(
+            self.document, sa.bindparam(None, self.keys, type_=sa.JSON.JSONPathType())
+        )
+
+    def is_(self, kind: str) -> ColumnElement[bool]:
+        return self.kind == sa.literal(kind, sa.Text())
+
+    @property
+    def number(self) -> ColumnElement[float]:
+        # CASE, not AND: PostgreSQL would otherwise cast "abc" to a float and fail.
+        return sa.case((self.is_("number"), self.document[self.keys].as_float()))
+
+    @property
+    def string(self) -> ColumnElement[str]:
+        return _binary_text(sa.case((self.is_("string"), self.document[self.keys].as_string())))
+
+
+_SQL_OPS = {
+    "=": lambda a, b: a == b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _typed(path: _Path, value: Any) -> tuple[str, ColumnElement[Any], Any]:
+    """The JSON kind a value matches, the expression to compare, the bound value."""
+    if isinstance(value, datetime):
+        return "string", path.string, normalize_timestamp(value)
+    if isinstance(value, int | float):
+        return "number", path.number, float(value)
+    return "string", path.string, value
+
+
+def _comparison(path: _Path, op: str, value: Any) -> ColumnElement[bool]:
+    if op == "!=":
+        return sa.not_(_comparison(path, "=", value))
+    if value is None:
+        return sa.or_(path.is_("missing"), path.is_("null"))
+    if isinstance(value, bool):
+        return path.is_("true" if value else "false")
+    if isinstance(value, tuple):
+        return _in(path, value)
+    if op == "^=":
+        text = path.string
+        return sa.and_(
+            path.is_("string"),
+            text.like(_escape_like(value) + "%", escape="\\"),
+            # LIKE ignores ASCII case on SQLite; this keeps the match case-sensitive.
+            sa.func.substr(text, 1, len(value)) == value,
+        )
+    if op == "==":
+        lowered = sa.func.lower(path.string)
+        words = [lowered.like(f"%{_escape_like(w.lower())}%", escape="\\") for w in value.split()]
+        return sa.and_(path.is_("string"), *words)
+    kind, expression, bound = _typed(path, value)
+    # Guarded by the kind so the result is never NULL, and NOT of it is exact.
+    return sa.and_(path.is_(kind), _SQL_OPS[op](expression, bound))
+
+
+def _in(path: _Path, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    groups: dict[str, tuple[ColumnElement[Any], list[Any]]] = {}
+    for value in values:
+        kind, expression, bound = _typed(path, value)
+        groups.setdefault(kind, (expression, []))[1].append(bound)
+    return sa.or_(
+        sa.false(),
+        *(sa.and_(path.is_(k), e.in_(bounds)) for k, (e, bounds) in sorted(groups.items())),
+    )
+
+
+def compile_filter(
+    tree: Filter, columns: Mapping[str, ColumnElement[Any]] | None = None
+) -> ColumnElement[bool]:
+    """A filter tree as a SQL condition over the `document` column (or `columns["document"]`)."""
+    document = (columns or {}).get("document", catalog_resources.c.document)
+    if isinstance(tree, And):
+        return sa.and_(*(compile_filter(term, columns) for term in tree.terms))
+    if isinstance(tree, Or):
+        return sa.or_(*(compile_filter(term, columns) for term in tree.terms))
+    if isinstance(tree, GeoComparison):
+        raise InvalidInput("geo filters are not supported by this query compiler yet")
+    assert isinstance(tree, Comparison)
+    return _comparison(_Path(document, tuple(tree.attribute.split("/"))), tree.op, tree.value)
+
+
+def visible_to(identity: Identity) -> ColumnElement[bool]:
+    """Resources whose `viewers` share a claim with `identity`; admins see everything."""
+    if identity.is_admin:
+        return sa.true()
+    claims = [sa.literal(claim, sa.Text()) for claim in sorted(identity.claims)]
+    return _viewers_overlap(catalog_resources.c.viewers, *claims)
+
+
+# --- ordering and cursors --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SortKey:
+    expression: ColumnElement[Any]
+    descending: bool
+    nullable: bool = True
+
+    @property
+    def clause(self) -> ColumnElement[Any]:
+        ordered = self.expression.desc() if self.descending else self.expression.asc()
+        return ordered.nulls_last() if self.nullable else ordered
+
+    def after(self, value: Any) -> ColumnElement[bool]:
+        """Rows sorting strictly after a row whose key is `value` (nulls sort last)."""
+        if value is None:
+            return sa.false()
+        beyond = self.expression < value if self.descending else self.expression > value
+        return sa.or_(beyond, self.expression.is_(None)) if self.nullable else beyond
+
+
+def _sort_keys(spec: str | None) -> list[_SortKey]:
+    keys: list[_SortKey] = []
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        attribute, _, direction = part.rpartition(":")
+        if direction not in ("asc", "desc"):
+            attribute, direction = part, "asc"
+        if not all(_ATTRIBUTE.fullmatch(key) for key in attribute.split("/")):
+            raise InvalidInput(
+                f"orderby: invalid sort {part!r}; "
+                "expected attribute[:asc|:desc], e.g. created:desc",
+                detail={"orderby": spec},
+            )
+        path = _Path(catalog_resources.c.document, tuple(attribute.split("/")))
+        descending = direction == "desc"
+        keys += [_SortKey(path.number, descending), _SortKey(path.string, descending)]
+    keys.append(_SortKey(catalog_resources.c.id, False, nullable=False))
+    return keys
+
+
+def order_by(spec: str | None) -> list[ColumnElement[Any]]:
+    """Nuvla's `orderby=attr[:asc|desc],…` as ORDER BY clauses, `id` last for stable pages."""
+    return [key.clause for key in _sort_keys(spec)]
+
+
+def _encode_cursor(spec: str | None, values: Sequence[Any]) -> str:
+    raw = json.dumps({"o": spec or "", "k": list(values)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, spec: str | None, count: int) -> list[Any]:
+    bad = InvalidInput(
+        "after: invalid cursor; pass the cursor of a previous page of the same search",
+        detail={"after": cursor},
+    )
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(decoded, dict) or decoded.get("o") != (spec or ""):
+        raise bad
+    values = decoded.get("k")
+    if not isinstance(values, list) or len(values) != count or not isinstance(values[-1], str):
+        raise bad
+    for n, value in enumerate(values[:-1]):
+        wanted = (int, float) if n % 2 == 0 else (str,)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+            raise bad
+    return values
+
+
+def _after(keys: list[_SortKey], values: list[Any]) -> ColumnElement[bool]:
+    """Keyset condition: sorts after the row whose keys are `values`."""
+    branches = []
+    for n, key in enumerate(keys):
+        ties = [
+            k.expression.is_not_distinct_from(v) for k, v in zip(keys[:n], values, strict=False)
+        ]
+        branches.append(sa.and_(*ties, key.after(values[n])))
+    return sa.or_(*branches)
+
+
+# --- search and writes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    count: int
+    resources: list[dict[str, Any]]
+    next: str | None = field(default=None)
+    """The cursor (`after=`) of the next page, None when this page was the last."""
+
+
+def _where(
+    collection: str, identity: Identity, filter_text: str | Sequence[str] | None
+) -> ColumnElement[bool]:
+    texts = [filter_text] if isinstance(filter_text, str) else list(filter_text or ())
+    conditions = [compile_filter(parse_filter(text)) for text in texts if text.strip()]
+    return sa.and_(catalog_resources.c.collection == collection, visible_to(identity), *conditions)
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    collection: str,
+    identity: Identity,
+    filter_text: str | Sequence[str] | None = None,
+    orderby: str | None = None,
+    first: int = 1,
+    last: int | None = None,
+    after: str | None = None,
+) -> SearchResult:
+    """Nuvla's query: `first`/`last` are 1-based and inclusive (`last=0`: count only); with
+    `after`, the page starts past that cursor and holds up to `last - first + 1` resources,
+    with no limit on how deep it goes. Repeated filters are ANDed. `count` is exact."""
+    if first < 1:
+        raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"first": first})
+    if last is not None and last < 0:
+        raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"last": last})
+    where = _where(collection, identity, filter_text)
+    keys = _sort_keys(orderby)
+    if last is None:
+        last = first + MAX_WINDOW - 1
+    size = min(last - first + 1, MAX_WINDOW)
+    page = sa.select(catalog_resources.c.document, *(k.expression for k in keys)).where(where)
+    if after is not None:
+        page = page.where(_after(keys, _decode_cursor(after, orderby, len(keys))))
+    elif first > MAX_WINDOW:
+        raise InvalidInput(
+            f"first: {first} is beyond the {MAX_WINDOW:,} result window; page with the "
+            "cursor (after=) instead",
+            detail={"first": first},
+        )
+    else:
+        size = min(size, MAX_WINDOW - first + 1)
+        page = page.offset(first - 1)
+    counting = sa.select(sa.func.count()).select_from(catalog_resources).where(where)
+    count = (await session.execute(counting)).scalar_one()
+    if last == 0 or size <= 0:
+        return SearchResult(count, [])
+    ordered = page.order_by(*(key.clause for key in keys)).limit(size)
+    rows = (await session.execute(ordered)).all()
+    following = _encode_cursor(orderby, rows[-1][1:]) if len(rows) == size else None
+    return SearchResult(count, [row[0] for row in rows], following)
+
+
+async def put_resource(session: AsyncSession, document: dict[str, Any]) -> None:
+    """Insert or replace a resource by its id (`collection/uuid`); `created`/`updated` are
+    normalised in the document (set to now if absent), `viewers` computed from its ACL."""
+    resource_id = document["id"]
+    collection, slash, _ = resource_id.partition("/")
+    if not slash or not collection:
+        raise InvalidInput(f"id: expected collection/identifier, got {resource_id!r}")
+    now = normalize_timestamp(utc_now())
+    document = dict(document)
+    for key in ("created", "updated"):
+        document[key] = normalize_timestamp(document.get(key) or now)
+    values = {
+        "collection": collection,
+        "document": document,
+        "created": datetime.fromisoformat(document["created"]),
+        "updated": datetime.fromisoformat(document["updated"]),
+        "viewers": sorted(principals_with(document.get("acl", {}), "view-meta")),
+    }
+    table = catalog_resources
+    result = await session.execute(
+        sa.update(table).where(table.c.id == resource_id).values(**values)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        await session.execute(sa.insert(table).values(id=resource_id, **values))
+
+
+async def delete_resource(session: AsyncSession, resource_id: str) -> bool:
+    """Delete a resource; False if there was none with that id."""
+    table = catalog_resources
+    result = await session.execute(sa.delete(table).where(table.c.id == resource_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,347 @@
+"""Tests for services/catalog/query.py: the same answers on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import services.catalog
+from servicekit.db import create_engine, session_factory
+from servicekit.errors import InvalidInput
+from servicekit.migrate import migrate_service_database
+from servicekit.security import ADMIN_CLAIM, Identity
+from services.catalog.query import (
+    MAX_WINDOW,
+    delete_resource,
+    normalize_timestamp,
+    order_by,
+    put_resource,
+    search,
+)
+
+MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
+COLLECTION = "data-record"
+
+ALICE = Identity("user/alice")
+BOB = Identity("user/bob")
+SCIENTIST = Identity("user/dave", frozenset({"group/science"}))
+ADMIN = Identity("user/root", frozenset({ADMIN_CLAIM}))
+ANON = Identity.anonymous()
+
+SHARED = {"owners": ["user/alice"], "view-meta": ["user/bob"]}
+ALICE_ONLY = {"owners": ["user/alice"]}
+BOBS = {"owners": ["user/bob"]}
+SCIENCE = {"owners": ["user/carol"], "view-data": ["group/science"]}
+PUBLIC = {"owners": ["user/carol"], "view-meta": ["group/extract-anon"]}
+
+# Short names; each document's id is `data-record/<name>`. Created on 2026-01-<position>.
+ATTRIBUTES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("n1", SHARED, {"size": 1, "flag": True, "loc": {"city": "Geneva", "zip": 1200}}),
+    ("n2", SHARED, {"size": 2, "flag": False, "loc": {"city": "Bern"}}),
+    ("n3", SHARED, {"size": 2.5, "flag": True, "loc": "Geneva"}),
+    ("n4", SHARED, {"size": 10, "loc": {"city": None}}),
+    ("n5", SHARED, {"size": -3}),
+    ("n6", SHARED, {"size": 0}),
+    ("n7", SHARED, {"size": "2"}),
+    ("n8", SHARED, {"size": None}),
+    ("t1", SHARED, {"size": 2}),
+    ("t2", SHARED, {"size": 2}),
+    ("s1", SHARED, {"name": "alpha", "dc:format": "tiff", "flag": "true"}),
+    ("s2", SHARED, {"name": "Alpha", "dc:format": "csv", "flag": None}),
+    ("s3", SHARED, {"name": "alphabet", "dc:format": "tiff"}),
+    ("s4", SHARED, {"name": "beta", "meta": {"dc:title": "Report"}}),
+    ("s5", SHARED, {"name": "50%_off\\", "created": "2026-01-15T12:30:00.25+02:00"}),
+    ("s6", SHARED, {"name": "500_off"}),
+    ("s7", SHARED, {"name": "50x_off"}),
+    ("s8", SHARED, {"name": "The quick brown fox"}),
+    ("s9", SHARED, {"name": "Quick thinking, fox!"}),
+    ("p1", ALICE_ONLY, {"name": "private one", "size": 100}),
+    ("p2", ALICE_ONLY, {"name": "private two"}),
+    ("p3", ALICE_ONLY, {}),
+    ("b1", BOBS, {"name": "bob's", "size": 5}),
+    ("b2", BOBS, {}),
+    ("g1", SCIENCE, {"name": "science one"}),
+    ("g2", SCIENCE, {}),
+    ("pub1", PUBLIC, {"name": "public"}),
+]
+
+
+def _document(position: int, name: str, acl: dict[str, Any], extra: dict[str, Any]) -> dict:
+    return {
+        "id": f"{COLLECTION}/{name}",
+        "resource-type": COLLECTION,
+        "created": f"2026-01-{position:02d}T00:00:00Z",
+        "updated": f"2026-02-{position:02d}T00:00:00Z",
+        "acl": acl,
+        **extra,
+    }
+
+
+DOCUMENTS = [_document(n, *row) for n, row in enumerate(ATTRIBUTES, start=1)]
+OTHER_COLLECTION = {"id": "data-set/x", "name": "alpha", "acl": SHARED}
+ALL = frozenset(name for name, _, _ in ATTRIBUTES)
+BY_ID = sorted(ALL)  # code-point order, as the backends sort ids
+
+
+def names(result: Any) -> list[str]:
+    return [resource["id"].removeprefix(f"{COLLECTION}/") for resource in result.resources]
+
+
+@pytest.fixture
+async def session(database_url: str) -> AsyncIterator[AsyncSession]:
+    await migrate_service_database(database_url, MIGRATIONS, "catalog_alembic_version")
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            for document in [*DOCUMENTS, OTHER_COLLECTION]:
+                await put_resource(session, document)
+            await session.commit()
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def query(session: AsyncSession, identity: Identity = ADMIN, **kw: Any) -> Any:
+    return await search(session, collection=COLLECTION, identity=identity, **kw)
+
+
+# (filter, names expected); run as admin so that only the filter decides.
+FILTERS: list[tuple[str, set[str] | frozenset[str]]] = [
+    ("size=2", {"n2", "t1", "t2"}),
+    ("size=2.0", {"n2", "t1", "t2"}),
+    ("size!=2", ALL - {"n2", "t1", "t2"}),
+    ("size<2", {"n1", "n5", "n6"}),
+    ("size<=2", {"n1", "n2", "n5", "n6", "t1", "t2"}),
+    ("size>2", {"n3", "n4", "p1", "b1"}),
+    ("size>=2.5", {"n3", "n4", "p1", "b1"}),
+    ("2<size", {"n3", "n4", "p1", "b1"}),
+    ("size>-3.5e0 and size<0.5", {"n5", "n6"}),
+    ('size="2"', {"n7"}),
+    ("size=null", ALL - {"n1", "n2", "n3", "n4", "n5", "n6", "n7", "t1", "t2", "p1", "b1"}),
+    ("size!=null", {"n1", "n2", "n3", "n4", "n5", "n6", "n7", "t1", "t2", "p1", "b1"}),
+    ('size=[1 10 "2"]', {"n1", "n4", "n7"}),
+    ("size=[1, 10]", {"n1", "n4"}),
+    ("size!=[1 10]", ALL - {"n1", "n4"}),
+    ("size=[]", set()),
+    ("size!=[]", ALL),
+    ("flag=true", {"n1", "n3"}),
+    ("flag=false", {"n2"}),
+    ("flag!=true", ALL - {"n1", "n3"}),
+    ('flag="true"', {"s1"}),
+    ("flag=null", ALL - {"n1", "n2", "n3", "s1"}),
+    ("loc/city='Geneva'", {"n1"}),
+    ("loc/city!='Geneva'", ALL - {"n1"}),
+    ("loc/city=null", ALL - {"n1", "n2"}),
+    ("loc/zip=1200", {"n1"}),
+    ("loc='Geneva'", {"n3"}),
+    ("dc:format='tiff'", {"s1", "s3"}),
+    ("meta/dc:title='Report'", {"s4"}),
+    ("name='alpha'", {"s1"}),
+    ("name>'beta'", {"p1", "p2", "b1", "g1", "pub1"}),
+    ("name<'Quick'", {"s2", "s5", "s6", "s7"}),
+    ("name^='alpha'", {"s1", "s3"}),
+    ("name^='Alpha'", {"s2"}),
+    ("name^='50'", {"s5", "s6", "s7"}),
+    ("name^='50%_'", {"s5"}),
+    ('name^="50%_off\\\\"', {"s5"}),
+    ("name^='a'", {"s1", "s3"}),
+    ("name=='quick fox'", {"s8", "s9"}),
+    ("name=='QUICK'", {"s8", "s9"}),
+    ("name=='brown quick'", {"s8"}),
+    ("name=='%'", {"s5"}),
+    ("name=='_'", {"s5", "s6", "s7"}),
+    ("created<2026-01-03", {"n1", "n2"}),
+    ("created=2026-01-15T12:30:00.25+02:00", {"s5"}),
+    ("created>=2026-01-15T10:30:00.250Z", set(BY_ID) - {a for a, _, _ in ATTRIBUTES[:14]}),
+    ("created>2026-01-15T10:30:00.250Z and created<2026-01-17", {"s6"}),
+    ("updated=2026-02-01T00:00:00Z", {"n1"}),
+    ("size=1 or size=2 and flag=false", {"n1", "n2"}),
+    ("(size=1 or size=2) and flag!=false", {"n1", "t1", "t2"}),
+    ("name^='alpha' and dc:format='tiff' or size=10", {"s1", "s3", "n4"}),
+    ("name^='alpha' and (dc:format='tiff' or size=10)", {"s1", "s3"}),
+    ("id='data-record/b1'", {"b1"}),
+    ("resource-type='data-record'", ALL),
+]
+
+
+async def test_filters_select_the_same_documents_on_every_backend(session: AsyncSession) -> None:
+    wrong = {}
+    for text, expected in FILTERS:
+        result = await query(session, filter_text=text)
+        if set(names(result)) != expected or result.count != len(expected):
+            wrong[text] = (sorted(names(result)), result.count, sorted(expected))
+    assert wrong == {}
+
+
+async def test_repeated_filters_are_anded(session: AsyncSession) -> None:
+    result = await query(session, filter_text=["size>=2", "size<=2.5", " "])
+    assert set(names(result)) == {"n2", "n3", "t1", "t2"}
+
+
+async def test_geo_filters_are_refused_for_now(session: AsyncSession) -> None:
+    with pytest.raises(InvalidInput, match="geo filters are not supported"):
+        await query(session, filter_text="loc intersects 'POINT (1 2)'")
+
+
+async def test_bob_never_sees_nor_counts_alices_private_documents(session: AsyncSession) -> None:
+    result = await query(session, BOB)
+    assert set(names(result)) == ALL - {"p1", "p2", "p3", "g1", "g2"}
+    assert result.count == len(ALL) - 5
+    private = await query(session, BOB, filter_text="name^='private'")
+    assert (private.count, private.resources) == (0, [])
+
+
+async def test_alice_sees_her_own_and_shared_documents(session: AsyncSession) -> None:
+    assert set(names(await query(session, ALICE))) == ALL - {"b1", "b2", "g1", "g2"}
+
+
+async def test_a_group_claim_grants_visibility(session: AsyncSession) -> None:
+    assert set(names(await query(session, SCIENTIST))) == {"g1", "g2", "pub1"}
+
+
+async def test_anonymous_sees_what_is_granted_to_anonymous(session: AsyncSession) -> None:
+    assert names(await query(session, ANON)) == ["pub1"]
+
+
+async def test_admin_sees_everything_in_the_collection_only(session: AsyncSession) -> None:
+    result = await query(session, ADMIN)
+    assert (names(result), result.count) == (BY_ID, len(ALL))
+
+
+async def test_rewriting_an_acl_recomputes_viewers(session: AsyncSession) -> None:
+    document = dict(DOCUMENTS[0], acl=ALICE_ONLY)
+    await put_resource(session, document)
+    assert "n1" not in names(await query(session, BOB))
+    assert "n1" in names(await query(session, ALICE))
+
+
+async def test_delete_resource_says_whether_there_was_one(session: AsyncSession) -> None:
+    assert await delete_resource(session, f"{COLLECTION}/n1") is True
+    assert await delete_resource(session, f"{COLLECTION}/n1") is False
+    assert "n1" not in names(await query(session))
+
+
+SIZE_NUMBERS_ASC = ["n5", "n6", "n1", "n2", "t1", "t2", "n3", "b1", "n4", "p1"]
+NO_SIZE_NUMBER = [n for n in BY_ID if n not in {*SIZE_NUMBERS_ASC, "n7"}]
+
+
+async def test_orderby_ascending_puts_numbers_then_strings_then_the_rest(
+    session: AsyncSession,
+) -> None:
+    result = await query(session, orderby="size:asc")
+    assert names(result) == [*SIZE_NUMBERS_ASC, "n7", *NO_SIZE_NUMBER]
+
+
+async def test_orderby_descending_breaks_ties_by_id(session: AsyncSession) -> None:
+    result = await query(session, orderby="size:desc")
+    descending = ["p1", "n4", "b1", "n3", "n2", "t1", "t2", "n1", "n6", "n5"]
+    assert names(result) == [*descending, "n7", *NO_SIZE_NUMBER]
+
+
+async def test_orderby_takes_namespaced_keys_and_several_keys(session: AsyncSession) -> None:
+    result = await query(session, filter_text="name!=null", orderby="dc:format:desc, name")
+    by_name = ["s5", "s6", "s7", "s9", "s8", "s4", "b1", "p1", "p2", "pub1", "g1"]
+    assert names(result) == ["s1", "s3", "s2", *by_name]
+
+
+async def test_orderby_defaults_to_id(session: AsyncSession) -> None:
+    assert names(await query(session, orderby=None)) == BY_ID
+
+
+@pytest.mark.parametrize("spec", ["1size", "size desc", "a//b", ":desc", "size:desc:", "a/"])
+def test_an_invalid_orderby_is_invalid_input(spec: str) -> None:
+    with pytest.raises(InvalidInput, match="orderby"):
+        order_by(spec)
+
+
+async def test_first_and_last_select_a_one_based_window(session: AsyncSession) -> None:
+    result = await query(session, first=3, last=5)
+    assert (names(result), result.count) == (BY_ID[2:5], len(ALL))
+    assert names(await query(session, first=26, last=40)) == BY_ID[25:]
+    assert names(await query(session, first=5, last=4)) == []
+
+
+async def test_last_zero_only_counts(session: AsyncSession) -> None:
+    result = await query(session, BOB, last=0)
+    assert (result.count, result.resources, result.next) == (len(ALL) - 5, [], None)
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 5), (MAX_WINDOW + 1, None), (1, -1)])
+async def test_a_window_outside_the_limits_is_invalid_input(
+    session: AsyncSession, first: int, last: int | None
+) -> None:
+    with pytest.raises(InvalidInput):
+        await query(session, first=first, last=last)
+
+
+@pytest.mark.parametrize("orderby", [None, "size:desc", "name:asc,flag:desc"])
+async def test_cursor_pages_yield_every_visible_document_once_in_order(
+    session: AsyncSession, orderby: str | None
+) -> None:
+    everything = names(await query(session, BOB, orderby=orderby))
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = await query(session, BOB, orderby=orderby, last=7, after=cursor)
+        pages.append(names(page))
+        assert page.count == len(everything)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert [len(page) for page in pages] == [7, 7, 7, 1]
+    assert [name for page in pages for name in page] == everything
+
+
+def _cursor(payload: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("orderby", "cursor"),
+    [
+        (None, "garbage!!"),
+        (None, "bm90IGpzb24"),
+        (None, _cursor([1, 2])),
+        (None, _cursor({"o": "size:desc", "k": [None, None, "data-record/n1"]})),
+        (None, _cursor({"o": "", "k": [3]})),
+        (None, _cursor({"o": "", "k": []})),
+        ("size", _cursor({"o": "size", "k": ["x", None, "data-record/n1"]})),
+        ("size", _cursor({"o": "size", "k": [None, 3, "data-record/n1"]})),
+        ("size", _cursor({"o": "size", "k": [True, None, "data-record/n1"]})),
+        ("size", _cursor({"o": "size", "k": [1.0, None, None]})),
+    ],
+)
+async def test_a_tampered_cursor_is_invalid_input(
+    session: AsyncSession, orderby: str | None, cursor: str
+) -> None:
+    with pytest.raises(InvalidInput, match="cursor"):
+        await query(session, orderby=orderby, last=7, after=cursor)
+
+
+async def test_a_cursor_resumes_after_its_row(session: AsyncSession) -> None:
+    cursor = _cursor({"o": "size", "k": [2.0, None, "data-record/t1"]})
+    page = await query(session, orderby="size", last=3, after=cursor)
+    assert names(page) == ["t2", "n3", "b1"]
+
+
+def test_timestamps_normalise_to_milliseconds_in_utc() -> None:
+    assert normalize_timestamp("2026-01-15T12:30:00.25+02:00") == "2026-01-15T10:30:00.250Z"
+    assert normalize_timestamp("2026-01-02T03:04:05Z") == "2026-01-02T03:04:05.000Z"
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-01-02T03:04:05"])
+def test_a_timestamp_without_zone_or_form_is_invalid_input(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        normalize_timestamp(text)
+
+
+async def test_ids_sort_by_code_point(session: AsyncSession) -> None:
+    for name in ("x1", "x-2"):
+        await put_resource(session, {"id": f"{COLLECTION}/{name}", "acl": PUBLIC})
+    assert names(await query(session, ANON)) == ["pub1", "x-2", "x1"]
