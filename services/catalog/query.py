@@ -17,9 +17,19 @@ Semantics, chosen to be identical on both backends and close to Nuvla's Elastics
 - `orderby=a:asc` sorts JSON numbers numerically first, then JSON strings, then everything else
   (booleans, null, missing) in either direction; `id` always breaks ties.
 - Dates have millisecond precision: a filter date is truncated to the millisecond.
-
-Not yet: geo operators (refused with InvalidInput), and matching inside JSON arrays
-(Elasticsearch's `tags="x"` matches an element of `tags`; here it matches nothing).
+- Arrays, as in Elasticsearch: an attribute holding an array matches if any element does, for
+  every operator (`tags="x"`, `tags=["x" "y"]`, `tags^="x"`, `sizes>2`); `!=` is the negation
+  (no element matches); `a=null` also matches `[]` and `[null]`. Each term of a filter may match
+  a different element (`sizes>1 and sizes<3` matches `[1, 5]`). Arrays of objects are not
+  flattened: `loc/city="x"` does not look inside `{"loc": [{"city": "x"}]}`. On PostgreSQL,
+  `=` is written as `document @> …` so the jsonb_path_ops GIN index serves it.
+- Geo (`intersects`, `disjoint`, `within`, `contains`): the document's attribute, a GeoJSON
+  geometry or a `[lon, lat]` point, related to the filter's WKT geometry, exactly (shapely).
+  A resource whose attribute is no valid geometry matches no geo operator, `disjoint`
+  included. SQL cannot evaluate it, so each geo term is first resolved to the ids of the
+  visible resources it matches (points outside the filter's bounds are skipped in SQL; GeoJSON
+  objects are all read), then compiled as `id IN (those ids)`: counts, windows and cursors stay
+  exact, at the price of reading every candidate of the collection once per geo term.
 """
 
 from __future__ import annotations
@@ -28,12 +38,17 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import shapely
+import shapely.geometry
 import sqlalchemy as sa
+from shapely.errors import ShapelyError
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -137,6 +152,156 @@ def _viewers_overlap_postgresql(element: _viewers_overlap, compiler: SQLCompiler
     return f"({viewers} ?| CAST(ARRAY[{', '.join(claims)}] AS TEXT[]))"
 
 
+class _any_element(sa.sql.functions.FunctionElement[bool]):
+    """True if some element of the JSON array at a path (document, path) satisfies the
+    predicate (third argument), written over `_element_kind` / `_number` / `_string`."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "any_element"
+
+
+@compiles(_any_element, "sqlite")
+def _any_element_sqlite(element: _any_element, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path, predicate = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(EXISTS (SELECT 1 FROM json_each({document}, {path}) AS element WHERE {predicate}))"
+
+
+@compiles(_any_element, "postgresql")
+def _any_element_postgresql(element: _any_element, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path, predicate = (compiler.process(arg, **kw) for arg in element.clauses)
+    value = f"({document} #> {path})"
+    array = f"(CASE jsonb_typeof({value}) WHEN 'array' THEN {value} ELSE '[]'::jsonb END)"
+    return (
+        f"EXISTS (SELECT 1 FROM jsonb_array_elements({array}) AS element(value) WHERE {predicate})"
+    )
+
+
+class _elements(sa.sql.functions.FunctionElement[Any]):
+    """A table function (use `.table_valued().alias("element")`): one row per value at a
+    path of a document (document, path): each element of an array, else the value itself."""
+
+    inherit_cache = True
+    name = "elements"
+
+
+@compiles(_elements, "sqlite")
+def _elements_sqlite(element: _elements, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"json_each({document}, {path})"  # objects yield members: callers exclude them
+
+
+@compiles(_elements, "postgresql")
+def _elements_postgresql(element: _elements, compiler: SQLCompiler, **kw: Any) -> str:
+    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
+    value = f"({document} #> {path})"
+    return (
+        f"jsonb_array_elements(CASE WHEN {value} IS NULL THEN '[]'::jsonb "
+        f"WHEN jsonb_typeof({value}) = 'array' THEN {value} ELSE jsonb_build_array({value}) END)"
+    )
+
+
+class _id_in(sa.sql.functions.FunctionElement[bool]):
+    """The id (first argument) is in a JSON array of strings (second, bound as text): one
+    parameter however many ids, where `IN (…)` would exceed the drivers' parameter limits."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "id_in"
+
+
+@compiles(_id_in, "sqlite")
+def _id_in_sqlite(element: _id_in, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"({column} IN (SELECT value FROM json_each({ids})))"
+
+
+@compiles(_id_in, "postgresql")
+def _id_in_postgresql(element: _id_in, compiler: SQLCompiler, **kw: Any) -> str:
+    column, ids = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"({column} IN (SELECT jsonb_array_elements_text(CAST({ids} AS JSONB))))"
+
+
+class _element_kind(sa.sql.functions.FunctionElement[str]):
+    """`_json_kind` of the current `element` (of `_any_element` or an aggregation)."""
+
+    type = sa.Text()
+    inherit_cache = True
+    name = "element_kind"
+
+
+@compiles(_element_kind, "sqlite")
+def _element_kind_sqlite(element: _element_kind, compiler: SQLCompiler, **kw: Any) -> str:
+    return (
+        "(CASE element.type WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
+        "WHEN 'text' THEN 'string' ELSE element.type END)"
+    )
+
+
+@compiles(_element_kind, "postgresql")
+def _element_kind_postgresql(element: _element_kind, compiler: SQLCompiler, **kw: Any) -> str:
+    return (
+        "(CASE jsonb_typeof(element.value) WHEN 'boolean' THEN element.value #>> '{}' "
+        "ELSE jsonb_typeof(element.value) END)"
+    )
+
+
+class _element_number(sa.sql.functions.FunctionElement[float]):
+    """The current `element` as a float; only meaningful where its kind is 'number'."""
+
+    type = sa.Float()
+    inherit_cache = True
+    name = "element_number"
+
+
+@compiles(_element_number, "sqlite")
+def _element_number_sqlite(element: _element_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CAST(element.value AS REAL)"
+
+
+@compiles(_element_number, "postgresql")
+def _element_number_postgresql(element: _element_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CAST(element.value #>> '{}' AS DOUBLE PRECISION)"
+
+
+class _element_string(sa.sql.functions.FunctionElement[str]):
+    """The current `element` as text; only meaningful where its kind is 'string'."""
+
+    type = sa.Text()
+    inherit_cache = True
+    name = "element_string"
+
+
+@compiles(_element_string, "sqlite")
+def _element_string_sqlite(element: _element_string, compiler: SQLCompiler, **kw: Any) -> str:
+    return "element.value"
+
+
+@compiles(_element_string, "postgresql")
+def _element_string_postgresql(element: _element_string, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(element.value #>> '{}')"
+
+
+class _contains_any(sa.sql.functions.FunctionElement[bool]):
+    """`=` as written portably (first argument) or, on PostgreSQL, as `document @> …` for
+    each of the other arguments: the same rows, found through the jsonb_path_ops GIN index."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "contains_any"
+
+
+@compiles(_contains_any, "sqlite")
+def _contains_any_sqlite(element: _contains_any, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses.clauses[0], **kw)})"
+
+
+@compiles(_contains_any, "postgresql")
+def _contains_any_postgresql(element: _contains_any, compiler: SQLCompiler, **kw: Any) -> str:
+    document, *shapes = (compiler.process(arg, **kw) for arg in element.clauses.clauses[1:])
+    return "(" + " OR ".join(f"{document} @> {shape}" for shape in shapes) + ")"
+
+
 # --- filters ---------------------------------------------------------------------------------
 
 
@@ -163,13 +328,19 @@ class _Path:
     """One attribute of the document: `a/b/ns:c` is the JSON path a → b → ns:c."""
 
     document: ColumnElement[Any]
-    keys: tuple[str, ...]
+    keys: tuple[str | int, ...]  # an int indexes an array
+
+    @property
+    def json_path(self) -> ColumnElement[Any]:
+        return sa.bindparam(None, self.keys, type_=sa.JSON.JSONPathType())
 
     @property
     def kind(self) -> ColumnElement[str]:
-        return _json_kind(
-            self.document, sa.bindparam(None, self.keys, type_=sa.JSON.JSONPathType())
-        )
+        return _json_kind(self.document, self.json_path)
+
+    def any_element(self, predicate: ColumnElement[bool]) -> ColumnElement[bool]:
+        """An element of the array here satisfies `predicate` (written over `_ELEMENT`)."""
+        return sa.and_(self.is_("array"), _any_element(self.document, self.json_path, predicate))
 
     def is_(self, kind: str) -> ColumnElement[bool]:
         return self.kind == sa.literal(kind, sa.Text())
@@ -197,7 +368,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _typed(path: _Path, value: Any) -> tuple[str, ColumnElement[Any], Any]:
+def _typed(path: _Path | _Element, value: Any) -> tuple[str, ColumnElement[Any], Any]:
     """The JSON kind a value matches, the expression to compare, the bound value."""
     if isinstance(value, datetime):
         return "string", path.string, normalize_timestamp(value)
@@ -206,11 +377,63 @@ def _typed(path: _Path, value: Any) -> tuple[str, ColumnElement[Any], Any]:
     return "string", path.string, value
 
 
+class _Element:
+    """One element of the JSON array being tested, inside `_any_element`'s subquery."""
+
+    @property
+    def kind(self) -> ColumnElement[str]:
+        return _element_kind()
+
+    def is_(self, kind: str) -> ColumnElement[bool]:
+        return _element_kind() == sa.literal(kind, sa.Text())
+
+    @property
+    def number(self) -> ColumnElement[float]:
+        return sa.case((self.is_("number"), _element_number()))
+
+    @property
+    def string(self) -> ColumnElement[str]:
+        return _binary_text(sa.case((self.is_("string"), _element_string())))
+
+
+_ELEMENT = _Element()
+
+
 def _comparison(path: _Path, op: str, value: Any) -> ColumnElement[bool]:
+    """Elasticsearch's semantics: a value matches the attribute or any element of it."""
     if op == "!=":
         return sa.not_(_comparison(path, "=", value))
-    if value is None:
-        return sa.or_(path.is_("missing"), path.is_("null"))
+    if value is None:  # like Elasticsearch's `exists`: [] and [null, null] hold no value
+        return sa.or_(
+            path.is_("missing"),
+            path.is_("null"),
+            sa.and_(path.is_("array"), sa.not_(path.any_element(sa.not_(_ELEMENT.is_("null"))))),
+        )
+    either = sa.or_(
+        _scalar_comparison(path, op, value),
+        path.any_element(_scalar_comparison(_ELEMENT, op, value)),
+    )
+    if op == "=" and not (isinstance(value, tuple) and not value):
+        shapes = [sa.bindparam(None, shape, JSONB) for shape in _containments(path.keys, value)]
+        return _contains_any(either, path.document, *shapes)
+    return either
+
+
+def _containments(keys: tuple[str | int, ...], value: Any) -> list[Any]:
+    """Documents that PostgreSQL's `@>` finds through the GIN index, equivalent to `=`."""
+    values = value if isinstance(value, tuple) else (value,)
+    documents = []
+    for item in values:
+        if isinstance(item, datetime):
+            item = normalize_timestamp(item)
+        for shape in (item, [item]):
+            for key in reversed(keys):
+                shape = {key: shape}
+            documents.append(shape)
+    return documents
+
+
+def _scalar_comparison(path: _Path | _Element, op: str, value: Any) -> ColumnElement[bool]:
     if isinstance(value, bool):
         return path.is_("true" if value else "false")
     if isinstance(value, tuple):
@@ -232,7 +455,7 @@ def _comparison(path: _Path, op: str, value: Any) -> ColumnElement[bool]:
     return sa.and_(path.is_(kind), _SQL_OPS[op](expression, bound))
 
 
-def _in(path: _Path, values: tuple[Any, ...]) -> ColumnElement[bool]:
+def _in(path: _Path | _Element, values: tuple[Any, ...]) -> ColumnElement[bool]:
     groups: dict[str, tuple[ColumnElement[Any], list[Any]]] = {}
     for value in values:
         kind, expression, bound = _typed(path, value)
@@ -244,18 +467,81 @@ def _in(path: _Path, values: tuple[Any, ...]) -> ColumnElement[bool]:
 
 
 def compile_filter(
-    tree: Filter, columns: Mapping[str, ColumnElement[Any]] | None = None
+    tree: Filter,
+    columns: Mapping[str, ColumnElement[Any]] | None = None,
+    *,
+    geo_matches: Mapping[GeoComparison, Collection[str]] | None = None,
 ) -> ColumnElement[bool]:
-    """A filter tree as a SQL condition over the `document` column (or `columns["document"]`)."""
+    """A filter tree as a SQL condition over the `document` column (or `columns["document"]`).
+    A geo comparison compiles only with the ids of the resources it matches (`geo_matches`,
+    from `_geo_matches`): SQL alone cannot evaluate it."""
     document = (columns or {}).get("document", catalog_resources.c.document)
-    if isinstance(tree, And):
-        return sa.and_(*(compile_filter(term, columns) for term in tree.terms))
-    if isinstance(tree, Or):
-        return sa.or_(*(compile_filter(term, columns) for term in tree.terms))
+    if isinstance(tree, And | Or):
+        terms = (compile_filter(term, columns, geo_matches=geo_matches) for term in tree.terms)
+        return sa.and_(*terms) if isinstance(tree, And) else sa.or_(*terms)
     if isinstance(tree, GeoComparison):
-        raise InvalidInput("geo filters are not supported by this query compiler yet")
+        if geo_matches is None or tree not in geo_matches:
+            raise InvalidInput("geo filters need a search: compile_filter cannot evaluate them")
+        ids = json.dumps(sorted(geo_matches[tree]))
+        return _id_in(catalog_resources.c.id, sa.literal(ids, sa.Text()))
     assert isinstance(tree, Comparison)
     return _comparison(_Path(document, tuple(tree.attribute.split("/"))), tree.op, tree.value)
+
+
+def _geo_comparisons(tree: Filter) -> list[GeoComparison]:
+    if isinstance(tree, And | Or):
+        return [geo for term in tree.terms for geo in _geo_comparisons(term)]
+    return [tree] if isinstance(tree, GeoComparison) else []
+
+
+def _geometry(value: Any) -> BaseGeometry | None:
+    """A GeoJSON geometry, or a `[lon, lat]` point; None for anything else."""
+    if isinstance(value, list):
+        if len(value) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            return shapely.Point(value)
+        return None
+    if not isinstance(value, dict):
+        return None
+    try:
+        geometry = shapely.geometry.shape(value)
+    except (ShapelyError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return None
+    return geometry if geometry.is_valid and not geometry.is_empty else None
+
+
+_GEO_RELATIONS = {
+    "intersects": shapely.intersects,
+    "disjoint": shapely.disjoint,
+    "within": shapely.within,
+    "contains": shapely.contains,
+}
+
+
+async def _geo_matches(
+    session: AsyncSession, scope: ColumnElement[bool], geo: GeoComparison
+) -> frozenset[str]:
+    """Ids of the resources in `scope` whose attribute holds a geometry in relation `geo.op`
+    to `geo.geometry` (as the document's geometry relates to the filter's, as in
+    Elasticsearch's geo_shape). Exact, evaluated by shapely over every candidate: SQL only
+    narrows the candidates to resources where the attribute is an object or an array."""
+    path = _Path(catalog_resources.c.document, tuple(geo.attribute.split("/")))
+    points = path.is_("array")
+    if geo.op != "disjoint":  # a [lon, lat] point relating so lies in the filter's bounds
+        west, south, east, north = geo.geometry.bounds
+        lon, lat = (_Path(path.document, (*path.keys, n)).number for n in (0, 1))
+        points = sa.and_(points, lon.between(west, east), lat.between(south, north))
+    candidates = sa.select(catalog_resources.c.id, path.document[path.keys]).where(
+        scope, sa.or_(path.is_("object"), points)
+    )
+    relation = _GEO_RELATIONS[geo.op]
+    matches = set()
+    for resource_id, value in await session.execute(candidates):
+        geometry = _geometry(value)
+        if geometry is not None and relation(geometry, geo.geometry):
+            matches.add(resource_id)
+    return frozenset(matches)
 
 
 def visible_to(identity: Identity) -> ColumnElement[bool]:
@@ -363,12 +649,23 @@ class SearchResult:
     """The cursor (`after=`) of the next page, None when this page was the last."""
 
 
-def _where(
-    collection: str, identity: Identity, filter_text: str | Sequence[str] | None
+async def _where(
+    session: AsyncSession,
+    collection: str,
+    identity: Identity,
+    filter_text: str | Sequence[str] | None,
 ) -> ColumnElement[bool]:
+    """The resources a search selects: in the collection, visible, matching every filter."""
     texts = [filter_text] if isinstance(filter_text, str) else list(filter_text or ())
-    conditions = [compile_filter(parse_filter(text)) for text in texts if text.strip()]
-    return sa.and_(catalog_resources.c.collection == collection, visible_to(identity), *conditions)
+    trees = [parse_filter(text) for text in texts if text.strip()]
+    scope = sa.and_(catalog_resources.c.collection == collection, visible_to(identity))
+    geo_matches = {
+        geo: await _geo_matches(session, scope, geo)
+        for tree in trees
+        for geo in _geo_comparisons(tree)
+    }
+    conditions = [compile_filter(tree, geo_matches=geo_matches) for tree in trees]
+    return sa.and_(scope, *conditions)
 
 
 async def search(
@@ -389,7 +686,7 @@ async def search(
         raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"first": first})
     if last is not None and last < 0:
         raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"last": last})
-    where = _where(collection, identity, filter_text)
+    where = await _where(session, collection, identity, filter_text)
     keys = _sort_keys(orderby)
     if last is None:
         last = first + MAX_WINDOW - 1

@@ -16,8 +16,10 @@ from servicekit.db import create_engine, session_factory
 from servicekit.errors import InvalidInput
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
+from services.catalog.filters import parse_filter
 from services.catalog.query import (
     MAX_WINDOW,
+    compile_filter,
     delete_resource,
     normalize_timestamp,
     order_by,
@@ -184,9 +186,9 @@ async def test_repeated_filters_are_anded(session: AsyncSession) -> None:
     assert set(names(result)) == {"n2", "n3", "t1", "t2"}
 
 
-async def test_geo_filters_are_refused_for_now(session: AsyncSession) -> None:
-    with pytest.raises(InvalidInput, match="geo filters are not supported"):
-        await query(session, filter_text="loc intersects 'POINT (1 2)'")
+def test_compile_filter_alone_refuses_geo_filters() -> None:
+    with pytest.raises(InvalidInput, match="geo filters need a search"):
+        compile_filter(parse_filter("loc intersects 'POINT (1 2)'"))
 
 
 async def test_bob_never_sees_nor_counts_alices_private_documents(session: AsyncSession) -> None:
@@ -345,3 +347,154 @@ async def test_ids_sort_by_code_point(session: AsyncSession) -> None:
     for name in ("x1", "x-2"):
         await put_resource(session, {"id": f"{COLLECTION}/{name}", "acl": PUBLIC})
     assert names(await query(session, ANON)) == ["pub1", "x-2", "x1"]
+
+
+# Arrays: an attribute matches if it or any element of it matches (Elasticsearch's semantics).
+TAGGED = "tagged"
+ARRAYS: dict[str, dict[str, Any]] = {
+    "a1": {"tags": ["x", "y"], "sizes": [1, 5]},
+    "a2": {"tags": "x", "sizes": 3},
+    "a3": {"tags": ["y"], "sizes": [2.5]},
+    "a4": {"tags": [], "sizes": []},
+    "a5": {"tags": [None]},
+    "a6": {"tags": ["X", "xylophone"], "sizes": ["1"]},
+    "a7": {},
+    "a8": {"tags": [True, 2]},
+    "a9": {"tags": [["x"]], "sizes": [{"v": 1}]},
+    "a10": {"loc": [{"city": "Geneva"}], "tags": {"x": "x"}},
+    "a11": {"when": ["2026-01-02T00:00:00.000Z"]},
+}
+ALL_ARRAYS = frozenset(ARRAYS)
+NO_TAGS = {"a4", "a5", "a7", "a11"}  # [] and [null] hold no value; an object does
+
+ARRAY_FILTERS: list[tuple[str, set[str] | frozenset[str]]] = [
+    ("tags='x'", {"a1", "a2"}),
+    ("tags!='x'", ALL_ARRAYS - {"a1", "a2"}),
+    ("tags='y' and tags='x'", {"a1"}),
+    ("tags=['x' 'y']", {"a1", "a2", "a3"}),
+    ("tags!=['x', 'y']", ALL_ARRAYS - {"a1", "a2", "a3"}),
+    ("tags^='x'", {"a1", "a2", "a6"}),
+    ("tags^='X'", {"a6"}),
+    ("tags=='XYL'", {"a6"}),
+    ("tags=null", NO_TAGS),
+    ("tags!=null", ALL_ARRAYS - NO_TAGS),
+    ("tags=true", {"a8"}),
+    ("tags!=true", ALL_ARRAYS - {"a8"}),
+    ("tags=2", {"a8"}),
+    ("tags>1", {"a8"}),
+    ("sizes=1", {"a1"}),
+    ("sizes=1.0", {"a1"}),
+    ("sizes='1'", {"a6"}),
+    ("sizes>2", {"a1", "a2", "a3"}),
+    ("sizes<2", {"a1"}),
+    ("sizes>=5", {"a1"}),
+    # Each term may match a different element, as in Elasticsearch.
+    ("sizes>1 and sizes<3", {"a1", "a3"}),
+    ("sizes=[2.5 3]", {"a2", "a3"}),
+    ("sizes!=1", ALL_ARRAYS - {"a1"}),
+    ("sizes=null", {"a4", "a5", "a7", "a8", "a10", "a11"}),
+    ("when=2026-01-02", {"a11"}),
+    ("when>2026-01-01", {"a11"}),
+    # Arrays of objects are not flattened (Elasticsearch would match a10): documented.
+    ("loc/city='Geneva'", set()),
+]
+
+
+@pytest.fixture
+async def tagged(session: AsyncSession) -> AsyncSession:
+    for name, extra in ARRAYS.items():
+        await put_resource(session, {"id": f"{TAGGED}/{name}", "acl": SHARED, **extra})
+    await session.commit()
+    return session
+
+
+async def test_filters_match_array_elements_on_every_backend(tagged: AsyncSession) -> None:
+    wrong = {}
+    for text, expected in ARRAY_FILTERS:
+        result = await search(tagged, collection=TAGGED, identity=ADMIN, filter_text=text)
+        got = {resource["id"].removeprefix(f"{TAGGED}/") for resource in result.resources}
+        if got != expected or result.count != len(expected):
+            wrong[text] = (sorted(got), result.count, sorted(expected))
+    assert wrong == {}
+
+
+async def test_array_matches_respect_visibility(tagged: AsyncSession) -> None:
+    result = await search(tagged, collection=TAGGED, identity=ANON, filter_text="tags='x'")
+    assert (result.count, result.resources) == (0, [])
+
+
+# Geo: `location` as [lon, lat], `geometry` as GeoJSON; exact relations (shapely).
+PLACE = "place"
+GENEVA = "POLYGON ((6 46, 6.3 46, 6.3 46.4, 6 46.4, 6 46))"
+SWITZERLAND = "POLYGON ((5 45, 11 45, 11 48, 5 48, 5 45))"
+GENEVA_GEOJSON = {
+    "type": "Polygon",
+    "coordinates": [[[6, 46], [6.3, 46], [6.3, 46.4], [6, 46.4], [6, 46]]],
+}
+PLACES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "g1": (SHARED, {"location": [6.14, 46.2]}),
+    "g2": (SHARED, {"location": [7.44, 46.95]}),
+    "g3": (SHARED, {"geometry": GENEVA_GEOJSON}),
+    "g4": (SHARED, {"location": "6.1, 46.1"}),
+    "g5": (SHARED, {"location": [6.1, 46.1, 3], "geometry": {"type": "Nonsense"}}),
+    "g6": (SHARED, {}),
+    "g7": (ALICE_ONLY, {"geometry": {"type": "Point", "coordinates": [6.1, 46.1]}}),
+    "g8": (SHARED, {"location": [6.15, 46.21], "geometry": {"type": "Point"}}),
+}
+GEO_FILTERS: list[tuple[str, set[str]]] = [
+    (f"location intersects '{GENEVA}'", {"g1", "g8"}),
+    (f"location within '{GENEVA}'", {"g1", "g8"}),
+    (f"location disjoint '{GENEVA}'", {"g2"}),
+    ("location contains 'POINT (6.14 46.2)'", {"g1"}),
+    ("geometry contains 'POINT (6.1 46.1)'", {"g3", "g7"}),  # a point contains itself
+    ("geometry intersects 'POINT (6.1 46.1)'", {"g3", "g7"}),
+    (f"geometry within '{SWITZERLAND}'", {"g3", "g7"}),
+    (f"geometry disjoint '{GENEVA}'", set()),
+    (f"location intersects '{GENEVA}' or location=null", {"g1", "g8", "g3", "g6", "g7"}),
+    (f"location intersects '{GENEVA}' and id!='place/g1'", {"g8"}),
+    (f"location intersects '{SWITZERLAND}' and location within '{GENEVA}'", {"g1", "g8"}),
+]
+
+
+@pytest.fixture
+async def places(session: AsyncSession) -> AsyncSession:
+    for name, (acl, extra) in PLACES.items():
+        await put_resource(session, {"id": f"{PLACE}/{name}", "acl": acl, **extra})
+    await session.commit()
+    return session
+
+
+def place_names(result: Any) -> list[str]:
+    return [resource["id"].removeprefix(f"{PLACE}/") for resource in result.resources]
+
+
+async def test_geo_filters_are_exact_on_every_backend(places: AsyncSession) -> None:
+    wrong = {}
+    for text, expected in GEO_FILTERS:
+        result = await search(places, collection=PLACE, identity=ADMIN, filter_text=text)
+        if set(place_names(result)) != expected or result.count != len(expected):
+            wrong[text] = (sorted(place_names(result)), result.count, sorted(expected))
+    assert wrong == {}
+
+
+async def test_geo_filters_never_reveal_invisible_resources(places: AsyncSession) -> None:
+    text = "geometry intersects 'POINT (6.1 46.1)'"
+    result = await search(places, collection=PLACE, identity=BOB, filter_text=text)
+    assert (place_names(result), result.count) == (["g3"], 1)
+
+
+async def test_geo_filtered_pages_count_and_resume_exactly(places: AsyncSession) -> None:
+    text = [f"location within '{SWITZERLAND}'", "location!=null"]
+    seen, cursor = [], None
+    while True:
+        page = await search(
+            places, collection=PLACE, identity=ADMIN, filter_text=text, last=2, after=cursor
+        )
+        assert page.count == 3
+        seen += place_names(page)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == ["g1", "g2", "g8"]
+    window = await search(places, collection=PLACE, identity=ADMIN, filter_text=text, first=2)
+    assert (place_names(window), window.count) == (["g2", "g8"], 3)

@@ -1,0 +1,366 @@
+"""Catalog resources: create, read, edit, delete and search them, checking the caller's ACL.
+
+Every function takes the session by keyword; the router that calls it owns the transaction.
+Responses are Nuvla's: a resource as the caller may see it, with the operations it may use.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicekit.db import utc_now
+from servicekit.errors import Conflict, Forbidden, InvalidInput, NotAcceptable, NotFound
+from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
+from services.catalog import acl
+from services.catalog.query import delete_resource as _delete_row
+from services.catalog.query import normalize_timestamp, put_resource, search
+from services.catalog.schemas import (
+    COLLECTIONS,
+    KEY_PREFIX_COLLECTION,
+    SERVER_KEYS,
+    CollectionSpec,
+    SearchParams,
+    namespace_prefixes,
+)
+from services.catalog.tables import catalog_resources
+
+__all__ = [
+    "apply_json_patch",
+    "bulk_delete",
+    "cloud_entry_point",
+    "collection_acl",
+    "create_resource",
+    "delete_resource",
+    "edit_resource",
+    "get_resource",
+    "search_resources",
+]
+
+_EDIT_RIGHTS = frozenset({"edit-meta", "edit-data", "edit-acl"})
+_ALWAYS_SELECTED = ("id", "resource-type")
+_BULK_PAGE = 500
+
+
+def cloud_entry_point(base_uri: str) -> dict[str, Any]:
+    """Nuvla's cloud entry point: where each collection is, relative to `base_uri`."""
+    return {
+        "id": "cloud-entry-point",
+        "resource-type": "cloud-entry-point",
+        "base-uri": base_uri,
+        "collections": {name: {"href": name} for name in COLLECTIONS},
+        "acl": {"owners": [ADMIN_CLAIM], "view-meta": [ANONYMOUS_CLAIM]},
+    }
+
+
+def collection_acl(spec: CollectionSpec) -> dict[str, list[str]]:
+    """Who may search (`query`) and add to a collection, as Nuvla's collection ACLs say it."""
+    adders = [ADMIN_CLAIM] if spec.admin_only_add else [ANONYMOUS_CLAIM]
+    return {"owners": [ADMIN_CLAIM], "query": [ANONYMOUS_CLAIM], "add": adders}
+
+
+def _may_add(identity: Identity, spec: CollectionSpec) -> bool:
+    return identity.is_admin or (not spec.admin_only_add and identity.principal != ANONYMOUS_CLAIM)
+
+
+def _view(document: Mapping[str, Any], identity: Identity) -> dict[str, Any] | None:
+    held = acl.rights(identity, document.get("acl", {}))
+    view = acl.visible_view(document, held)
+    if view is None:
+        return None
+    view["operations"] = acl.operations(document["id"], held)
+    return view
+
+
+def _selected(view: dict[str, Any], select: Sequence[str]) -> dict[str, Any]:
+    if not select:
+        return view
+    keep = {*select, *_ALWAYS_SELECTED}
+    return {key: value for key, value in view.items() if key in keep}
+
+
+async def _load(session: AsyncSession, resource_id: str, *, lock: bool = False) -> dict[str, Any]:
+    statement = sa.select(catalog_resources.c.document).where(catalog_resources.c.id == resource_id)
+    if lock:
+        statement = statement.with_for_update()
+    document = (await session.execute(statement)).scalar_one_or_none()
+    if document is None:
+        raise NotFound(f"{resource_id} not found", detail={"resource-id": resource_id})
+    return dict(document)
+
+
+async def _check_prefixes(session: AsyncSession, document: Mapping[str, Any]) -> None:
+    wanted = namespace_prefixes(document)
+    if not wanted:
+        return
+    rows = await session.execute(
+        sa.select(catalog_resources.c.document).where(
+            catalog_resources.c.collection == KEY_PREFIX_COLLECTION
+        )
+    )
+    defined = {row.get("prefix") for row in rows.scalars()}
+    undefined = sorted(wanted - defined)
+    if undefined:
+        raise NotAcceptable(
+            "resource attributes do not satisfy defined namespaces, prefixes: "
+            f"{', '.join(undefined)}; an administrator defines them as {KEY_PREFIX_COLLECTION}",
+            detail={"prefixes": undefined},
+        )
+
+
+async def _check_unique_prefix(
+    session: AsyncSession, document: Mapping[str, Any], resource_id: str
+) -> None:
+    rows = await session.execute(
+        sa.select(catalog_resources.c.id, catalog_resources.c.document).where(
+            catalog_resources.c.collection == KEY_PREFIX_COLLECTION,
+            catalog_resources.c.id != resource_id,
+        )
+    )
+    if any(doc.get("prefix") == document.get("prefix") for _, doc in rows.all()):
+        raise Conflict(f"prefix {document.get('prefix')!r} is already defined")
+
+
+async def _validate(
+    session: AsyncSession, spec: CollectionSpec, document: Mapping[str, Any]
+) -> None:
+    spec.validate(document)
+    if spec.namespaced:
+        await _check_prefixes(session, document)
+    if spec.name == KEY_PREFIX_COLLECTION:
+        await _check_unique_prefix(session, document, document["id"])
+
+
+async def create_resource(
+    *, session: AsyncSession, spec: CollectionSpec, identity: Identity, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Store a new resource from `body`; the server sets its id, timestamps and default ACL."""
+    if not _may_add(identity, spec):
+        raise Forbidden(f"{identity.principal} may not add to {spec.name}")
+    now = normalize_timestamp(utc_now())
+    attributes = {key: value for key, value in body.items() if key not in SERVER_KEYS}
+    given_acl = attributes.pop("acl", None)
+    document: dict[str, Any] = {
+        "id": f"{spec.name}/{uuid.uuid4()}",
+        "resource-type": spec.name,
+        "created": now,
+        "updated": now,
+        "created-by": identity.principal,
+        **attributes,
+        "acl": acl.default_acl(identity) if given_acl is None else acl.normalize_acl(given_acl),
+    }
+    await _validate(session, spec, document)
+    await put_resource(session, document)
+    return document
+
+
+async def get_resource(
+    *, session: AsyncSession, resource_id: str, identity: Identity, select: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The resource as `identity` may see it; Forbidden if it may see none of it."""
+    document = await _load(session, resource_id)
+    acl.require(identity, document.get("acl", {}), "view-meta", resource_id)
+    view = _view(document, identity)
+    assert view is not None  # view-meta always shows something
+    return _selected(view, select)
+
+
+async def edit_resource(
+    *,
+    session: AsyncSession,
+    spec: CollectionSpec,
+    resource_id: str,
+    identity: Identity,
+    body: Mapping[str, Any] | None = None,
+    patch: Sequence[Any] | None = None,
+    select: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Merge `body` into the resource, or apply the JSON Patch (RFC 6902) `patch` to it.
+
+    Keys named in `select` but absent from `body` are removed (Nuvla's way to delete
+    attributes); server-managed keys keep their values whatever the caller sends.
+    """
+    old = await _load(session, resource_id, lock=True)
+    held = acl.rights(identity, old.get("acl", {}))
+    if not held & _EDIT_RIGHTS:
+        acl.require(identity, old.get("acl", {}), "edit-meta", resource_id)
+    if patch is not None:
+        body = apply_json_patch(old, patch)
+        select = [*select, *(key for key in old if key not in body)]
+    body = body or {}
+    changes = {key: value for key, value in body.items() if key not in SERVER_KEYS}
+    new = {
+        key: value
+        for key, value in old.items()
+        if key not in select or key in SERVER_KEYS or key == "acl" or key in changes
+    }
+    new.update(changes)
+    if "acl" in changes:
+        new["acl"] = acl.normalize_acl(changes["acl"])
+    acl.check_edit(old, new, held)
+    await _validate(session, spec, new)
+    new["updated"] = normalize_timestamp(utc_now())
+    new["updated-by"] = identity.principal
+    await put_resource(session, new)
+    view = _view(new, identity)
+    # An edit of the acl may leave the editor nothing to see; it still succeeded.
+    return view if view is not None else {"id": resource_id}
+
+
+def apply_json_patch(document: Mapping[str, Any], patch: Sequence[Any]) -> dict[str, Any]:
+    """`document` with the RFC 6902 operations of `patch` applied; InvalidInput if one fails."""
+    result: Any = copy.deepcopy(dict(document))
+    for n, operation in enumerate(patch):
+        where = f"JSON Patch operation {n}"
+        if not isinstance(operation, dict) or not isinstance(operation.get("op"), str):
+            raise InvalidInput(f'{where}: expected an object with "op" and "path"')
+        op = operation["op"]
+        path = _pointer(operation.get("path"), where)
+        if op == "test":
+            if _container(result, path, where) != operation.get("value"):
+                raise InvalidInput(f"{where}: test failed at {operation['path']!r}")
+            continue
+        if op in ("move", "copy"):
+            source = _pointer(operation.get("from"), where)
+            value = copy.deepcopy(_container(result, source, where))
+            if op == "move":
+                result = _remove(result, source, where)
+            result = _add(result, path, value, where)
+        elif op == "remove":
+            result = _remove(result, path, where)
+        elif op in ("add", "replace"):
+            if "value" not in operation:
+                raise InvalidInput(f'{where}: "{op}" needs a "value"')
+            if op == "replace":
+                result = _remove(result, path, where)
+            result = _add(result, path, operation["value"], where)
+        else:
+            raise InvalidInput(f"{where}: unknown op {op!r}")
+    if not isinstance(result, dict):
+        raise InvalidInput("JSON Patch: the patched resource must remain an object")
+    return result
+
+
+def _pointer(text: Any, where: str) -> list[str]:
+    if not isinstance(text, str) or (text and not text.startswith("/")):
+        raise InvalidInput(f"{where}: invalid JSON pointer {text!r}")
+    if not text:
+        return []
+    return [part.replace("~1", "/").replace("~0", "~") for part in text[1:].split("/")]
+
+
+def _container(document: Any, path: list[str], where: str) -> Any:
+    for part in path:
+        if isinstance(document, dict) and part in document:
+            document = document[part]
+        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
+            document = document[int(part)]
+        else:
+            raise InvalidInput(f"{where}: path {'/'.join(['', *path])!r} does not exist")
+    return document
+
+
+def _index(container: list[Any], part: str, where: str, *, adding: bool) -> int:
+    size = len(container) + (1 if adding else 0)
+    if part == "-" and adding:
+        return len(container)
+    if not part.isdigit() or int(part) >= size:
+        raise InvalidInput(f"{where}: invalid array index {part!r}")
+    return int(part)
+
+
+def _add(document: Any, path: list[str], value: Any, where: str) -> Any:
+    if not path:
+        return value
+    parent = _container(document, path[:-1], where)
+    if isinstance(parent, dict):
+        parent[path[-1]] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, path[-1], where, adding=True), value)
+    else:
+        raise InvalidInput(f"{where}: cannot add inside a {type(parent).__name__}")
+    return document
+
+
+def _remove(document: Any, path: list[str], where: str) -> Any:
+    if not path:
+        raise InvalidInput(f"{where}: cannot remove the whole resource")
+    parent = _container(document, path[:-1], where)
+    if isinstance(parent, dict) and path[-1] in parent:
+        del parent[path[-1]]
+    elif isinstance(parent, list):
+        del parent[_index(parent, path[-1], where, adding=False)]
+    else:
+        raise InvalidInput(f"{where}: path {'/'.join(['', *path])!r} does not exist")
+    return document
+
+
+async def delete_resource(*, session: AsyncSession, resource_id: str, identity: Identity) -> None:
+    document = await _load(session, resource_id, lock=True)
+    acl.require(identity, document.get("acl", {}), "delete", resource_id)
+    await _delete_row(session, resource_id)
+
+
+async def search_resources(
+    *, session: AsyncSession, spec: CollectionSpec, identity: Identity, params: SearchParams
+) -> dict[str, Any]:
+    """A Nuvla collection response: count, the page of resources as the caller sees them."""
+    result = await search(
+        session,
+        collection=spec.name,
+        identity=identity,
+        filter_text=params.filters,
+        orderby=params.orderby,
+        first=params.first,
+        last=params.last,
+        after=params.after,
+    )
+    resources = []
+    for document in result.resources:
+        view = _view(document, identity)
+        if view is not None:
+            resources.append(_selected(view, params.select))
+    response: dict[str, Any] = {
+        "id": spec.name,
+        "resource-type": f"{spec.name}-collection",
+        "count": result.count,
+        "acl": collection_acl(spec),
+        "resources": resources,
+        "operations": ([{"rel": "add", "href": spec.name}] if _may_add(identity, spec) else []),
+    }
+    if result.next is not None:
+        response["next"] = result.next
+    return response
+
+
+async def bulk_delete(
+    *, session: AsyncSession, spec: CollectionSpec, identity: Identity, filters: Sequence[str]
+) -> int:
+    """Delete every resource matching `filters` that `identity` may delete; how many went."""
+    doomed: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await search(
+            session,
+            collection=spec.name,
+            identity=identity,
+            filter_text=filters,
+            last=_BULK_PAGE,
+            after=cursor,
+        )
+        doomed += [
+            document["id"]
+            for document in page.resources
+            if acl.can(identity, document.get("acl", {}), "delete")
+        ]
+        if page.next is None:
+            break
+        cursor = page.next
+    for resource_id in doomed:
+        await _delete_row(session, resource_id)
+    return len(doomed)
