@@ -108,4 +108,5 @@ PARTS: tuple[Part, ...] = (
     Part("nats", "EXTRACT_NATS_PORT", 14222, nats_unit, "NATS with JetStream"),
     seaweed_part("s3-edge", "local:edge", 18300),
     seaweed_part("s3-cloud", "local:cloud", 18310),
+    service_part("catalog", 8101, "data catalog (Nuvla API)"),
 )

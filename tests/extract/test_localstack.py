@@ -20,16 +20,20 @@ from servicekit.security import JWKSet, verify_identity_token
 EXTRACT = [sys.executable, "-m", "extract"]
 
 
-def stack_env(home: Path) -> dict[str, str]:
-    # SeaweedFS regions take a base port and use base..base+3 and their gRPC twins +10000.
-    env = {"EXTRACT_HOME": str(home), "EXTRACT_NATS_PORT": str(free_port())}
-    for part in ("EXTRACT_S3_EDGE_PORT", "EXTRACT_S3_CLOUD_PORT"):
+def free_base() -> int:
+    """A base port for a SeaweedFS region: base..base+3 and their gRPC twins +10000 free."""
+    while True:
         base = free_port()
-        while not all(
-            port_is_free(p) for p in (*range(base, base + 4), *range(base + 10000, base + 10004))
-        ):
-            base = free_port()
-        env[part] = str(base)
+        ports = (*range(base, base + 4), *range(base + 10000, base + 10004))
+        if base + 10004 < 65536 and all(port_is_free(p) for p in ports):
+            return base
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    env = {"EXTRACT_HOME": str(home)}
+    for part in PARTS:
+        seaweed = part.name.startswith("s3-")
+        env[part.port_variable] = str(free_base() if seaweed else free_port())
     return {**os.environ, **env}
 
 
