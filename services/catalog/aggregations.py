@@ -36,16 +36,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from servicekit.errors import InvalidInput
 from servicekit.security import Identity
-
-# query.py owns the SQL of JSON paths and array elements; aggregations reuse it as is.
-from services.catalog.query import (
-    _ATTRIBUTE,
-    _ELEMENT,
-    _comparison,
-    _elements,
-    _Path,
-    _where,
-)
+from services.catalog.query import comparison, selection
+from services.catalog.sqlparts import ATTRIBUTE_KEY, ELEMENT, JsonPath, elements
 from services.catalog.tables import catalog_resources
 
 __all__ = [
@@ -106,7 +98,7 @@ def parse_specs(specs: str | Sequence[str]) -> list[Aggregation]:
                     f"expected one of {', '.join(ALGORITHMS)}",
                     detail={"aggregation": spec},
                 )
-            if not colon or not all(_ATTRIBUTE.fullmatch(key) for key in attribute.split("/")):
+            if not colon or not all(ATTRIBUTE_KEY.fullmatch(key) for key in attribute.split("/")):
                 raise InvalidInput(
                     f"aggregation: invalid attribute {attribute!r} in {spec!r}; "
                     "expected algorithm:attribute, e.g. terms:content-type",
@@ -125,10 +117,10 @@ async def aggregate(
     specs: str | Sequence[str],
 ) -> dict[str, Any]:
     """Each spec's aggregation over the resources `search` would select (and count)."""
-    where = await _where(session, collection, identity, filter_text)
+    where = await selection(session, collection, identity, filter_text)
     result: dict[str, Any] = {}
     for aggregation in parse_specs(specs):
-        path = _Path(catalog_resources.c.document, tuple(aggregation.attribute.split("/")))
+        path = JsonPath(catalog_resources.c.document, tuple(aggregation.attribute.split("/")))
         compute = _ALGORITHMS[aggregation.algorithm]
         result[aggregation.name] = await compute(session, where, path)
     return result
@@ -137,15 +129,15 @@ async def aggregate(
 # --- one function per algorithm ------------------------------------------------------------
 
 
-def _values(where: ColumnElement[bool], path: _Path, *columns: Any) -> sa.Select[Any]:
-    """SELECT columns FROM each resource joined to its values at `path` (as `_ELEMENT`)."""
-    elements = _elements(path.document, path.json_path).table_valued().alias("element")
-    joined = catalog_resources.join(elements, sa.true())
+def _values(where: ColumnElement[bool], path: JsonPath, *columns: Any) -> sa.Select[Any]:
+    """SELECT columns FROM each resource joined to its values at `path` (as `ELEMENT`)."""
+    element_rows = elements(path.document, path.json_path).table_valued().alias("element")
+    joined = catalog_resources.join(element_rows, sa.true())
     return sa.select(*columns).select_from(joined).where(where, path.is_("object") == sa.false())
 
 
-async def _numbers(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> Any:
-    number = _ELEMENT.number
+async def _numbers(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> Any:
+    number = ELEMENT.number
     counted = sa.func.count(number)
     query = _values(where, path, counted, sa.func.min(number), sa.func.max(number))
     query = query.add_columns(sa.func.sum(number), sa.func.avg(number))
@@ -156,23 +148,23 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-async def _min(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _min(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     return {"value": _float((await _numbers(session, where, path))[1])}
 
 
-async def _max(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _max(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     return {"value": _float((await _numbers(session, where, path))[2])}
 
 
-async def _sum(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _sum(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     return {"value": float((await _numbers(session, where, path))[3] or 0)}
 
 
-async def _avg(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _avg(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     return {"value": _float((await _numbers(session, where, path))[4])}
 
 
-async def _stats(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _stats(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     count, low, high, total, mean = await _numbers(session, where, path)
     return {
         "count": count,
@@ -184,28 +176,28 @@ async def _stats(session: AsyncSession, where: ColumnElement[bool], path: _Path)
 
 
 def _is_scalar() -> ColumnElement[bool]:
-    return sa.or_(*(_ELEMENT.is_(kind) for kind in _SCALARS))
+    return sa.or_(*(ELEMENT.is_(kind) for kind in _SCALARS))
 
 
-async def _value_count(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _value_count(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     query = _values(where, path, sa.func.count()).where(_is_scalar())
     return {"value": (await session.execute(query)).scalar_one()}
 
 
-async def _cardinality(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
-    boolean = sa.case((_ELEMENT.is_("true"), "true"), (_ELEMENT.is_("false"), "false"))
+async def _cardinality(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
+    boolean = sa.case((ELEMENT.is_("true"), "true"), (ELEMENT.is_("false"), "false"))
     query = _values(
         where,
         path,
-        sa.func.count(_ELEMENT.number.distinct()),
-        sa.func.count(_ELEMENT.string.distinct()),
+        sa.func.count(ELEMENT.number.distinct()),
+        sa.func.count(ELEMENT.string.distinct()),
         sa.func.count(boolean.distinct()),
     )
     return {"value": sum((await session.execute(query)).one())}
 
 
-async def _terms(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
-    kind, number, string = _ELEMENT.kind, _ELEMENT.number, _ELEMENT.string
+async def _terms(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
+    kind, number, string = ELEMENT.kind, ELEMENT.number, ELEMENT.string
     doc_count = sa.func.count(catalog_resources.c.id.distinct()).label("doc_count")
     groups = (
         _values(where, path, kind, number, string, doc_count)
@@ -234,15 +226,15 @@ def _key(kind: str, number: Any, string: str | None) -> float | str | bool:
     return kind == "true"
 
 
-async def _missing(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
+async def _missing(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
     query = sa.select(sa.func.count()).select_from(catalog_resources)
-    query = query.where(where, _comparison(path, "=", None))
+    query = query.where(where, comparison(path, "=", None))
     return {"doc_count": (await session.execute(query)).scalar_one()}
 
 
-async def _percentiles(session: AsyncSession, where: ColumnElement[bool], path: _Path) -> dict:
-    number = _ELEMENT.number
-    query = _values(where, path, number).where(_ELEMENT.is_("number")).order_by(number)
+async def _percentiles(session: AsyncSession, where: ColumnElement[bool], path: JsonPath) -> dict:
+    number = ELEMENT.number
+    query = _values(where, path, number).where(ELEMENT.is_("number")).order_by(number)
     values = [float(v) for v in (await session.execute(query)).scalars()]
     return {"values": {str(p): percentile(values, p) for p in PERCENTS}}
 

@@ -146,10 +146,17 @@ def catalog_router() -> APIRouter:
         collection: str, request: Request, identity: Identity = Depends(current_identity)
     ) -> dict[str, Any]:
         spec = _spec(collection)
-        params = SearchParams.parse(await _params(request))
+        pairs = await _params(request)
+        # Aggregation specs go to `aggregate`, which parses them; SearchParams refuses them.
+        aggregations = [value for key, value in pairs if key == "aggregation"]
+        params = SearchParams.parse([(k, v) for k, v in pairs if k != "aggregation"])
         async with request.app.state.sessions.begin() as session:
             return await resources.search_resources(
-                session=session, spec=spec, identity=identity, params=params
+                session=session,
+                spec=spec,
+                identity=identity,
+                params=params,
+                aggregations=aggregations,
             )
 
     @router.post("/{collection}")

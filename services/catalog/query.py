@@ -1,7 +1,8 @@
 """CIMI searches compiled to SQL: filters, ACL visibility, ordering, windows and cursors.
 
 One code path serves SQLite and PostgreSQL. Where the two differ (the type of a JSON value,
-string collation, testing the viewers array) a small construct below renders each dialect.
+string collation, testing the viewers array) a small construct in `sqlparts.py` renders each
+dialect; geo terms are resolved to ids by `geo.py`.
 
 Semantics, chosen to be identical on both backends and close to Nuvla's Elasticsearch:
 
@@ -37,21 +38,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import shapely
-import shapely.geometry
 import sqlalchemy as sa
-from shapely.errors import ShapelyError
-from shapely.geometry.base import BaseGeometry
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from servicekit.db import utc_now
@@ -59,248 +53,34 @@ from servicekit.errors import InvalidInput
 from servicekit.security import Identity
 from services.catalog.acl import principals_with
 from services.catalog.filters import And, Comparison, Filter, GeoComparison, Or, parse_filter
+from services.catalog.geo import geo_comparisons, geo_matches
+from services.catalog.sqlparts import (
+    ATTRIBUTE_KEY,
+    ELEMENT,
+    ArrayElement,
+    JsonPath,
+    contains_any,
+    id_in,
+    viewers_overlap,
+)
 from services.catalog.tables import catalog_resources
 
 __all__ = [
     "MAX_WINDOW",
     "SearchResult",
+    "comparison",
     "compile_filter",
     "delete_resource",
     "normalize_timestamp",
     "order_by",
     "put_resource",
     "search",
+    "selection",
     "visible_to",
 ]
 
 MAX_WINDOW = 10_000
 """Nuvla's (Elasticsearch's) result window: `first`/`last` reach no further; cursors do."""
-
-_ATTRIBUTE = re.compile(r"[A-Za-z](?:[\w-]*\w)?(?::[A-Za-z](?:[\w-]*\w)?)?", re.ASCII)
-
-
-# --- dialect-specific constructs -------------------------------------------------------------
-
-
-class _json_kind(sa.sql.functions.FunctionElement[str]):
-    """The JSON type of `document` at a path, the same words on both backends:
-    'number', 'string', 'true', 'false', 'null', 'array', 'object', or 'missing'."""
-
-    type = sa.Text()
-    inherit_cache = True
-    name = "json_kind"
-
-
-@compiles(_json_kind, "sqlite")
-def _json_kind_sqlite(element: _json_kind, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
-    kind = f"json_type({document}, {path})"
-    return (
-        f"(CASE {kind} WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
-        f"WHEN 'text' THEN 'string' ELSE coalesce({kind}, 'missing') END)"
-    )
-
-
-@compiles(_json_kind, "postgresql")
-def _json_kind_postgresql(element: _json_kind, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
-    value = f"({document} #> {path})"
-    return (
-        f"(CASE jsonb_typeof({value}) WHEN 'boolean' THEN {value} #>> '{{}}' "
-        f"ELSE coalesce(jsonb_typeof({value}), 'missing') END)"
-    )
-
-
-class _binary_text(sa.sql.functions.FunctionElement[str]):
-    """A text expression compared by code point on both backends."""
-
-    type = sa.Text()
-    inherit_cache = True
-    name = "binary_text"
-
-
-@compiles(_binary_text, "sqlite")
-def _binary_text_sqlite(element: _binary_text, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)  # SQLite's default collation is BINARY
-
-
-@compiles(_binary_text, "postgresql")
-def _binary_text_postgresql(element: _binary_text, compiler: SQLCompiler, **kw: Any) -> str:
-    return f'({compiler.process(element.clauses, **kw)} COLLATE "C")'
-
-
-class _viewers_overlap(sa.sql.functions.FunctionElement[bool]):
-    """True if the JSON array `viewers` (first argument) holds any of the other arguments."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-    name = "viewers_overlap"
-
-
-@compiles(_viewers_overlap, "sqlite")
-def _viewers_overlap_sqlite(element: _viewers_overlap, compiler: SQLCompiler, **kw: Any) -> str:
-    viewers, *claims = (compiler.process(arg, **kw) for arg in element.clauses)
-    return (
-        f"EXISTS (SELECT 1 FROM json_each({viewers}) AS viewer "
-        f"WHERE viewer.value IN ({', '.join(claims)}))"
-    )
-
-
-@compiles(_viewers_overlap, "postgresql")
-def _viewers_overlap_postgresql(element: _viewers_overlap, compiler: SQLCompiler, **kw: Any) -> str:
-    viewers, *claims = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"({viewers} ?| CAST(ARRAY[{', '.join(claims)}] AS TEXT[]))"
-
-
-class _any_element(sa.sql.functions.FunctionElement[bool]):
-    """True if some element of the JSON array at a path (document, path) satisfies the
-    predicate (third argument), written over `_element_kind` / `_number` / `_string`."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-    name = "any_element"
-
-
-@compiles(_any_element, "sqlite")
-def _any_element_sqlite(element: _any_element, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path, predicate = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"(EXISTS (SELECT 1 FROM json_each({document}, {path}) AS element WHERE {predicate}))"
-
-
-@compiles(_any_element, "postgresql")
-def _any_element_postgresql(element: _any_element, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path, predicate = (compiler.process(arg, **kw) for arg in element.clauses)
-    value = f"({document} #> {path})"
-    array = f"(CASE jsonb_typeof({value}) WHEN 'array' THEN {value} ELSE '[]'::jsonb END)"
-    return (
-        f"EXISTS (SELECT 1 FROM jsonb_array_elements({array}) AS element(value) WHERE {predicate})"
-    )
-
-
-class _elements(sa.sql.functions.FunctionElement[Any]):
-    """A table function (use `.table_valued().alias("element")`): one row per value at a
-    path of a document (document, path): each element of an array, else the value itself."""
-
-    inherit_cache = True
-    name = "elements"
-
-
-@compiles(_elements, "sqlite")
-def _elements_sqlite(element: _elements, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"json_each({document}, {path})"  # objects yield members: callers exclude them
-
-
-@compiles(_elements, "postgresql")
-def _elements_postgresql(element: _elements, compiler: SQLCompiler, **kw: Any) -> str:
-    document, path = (compiler.process(arg, **kw) for arg in element.clauses)
-    value = f"({document} #> {path})"
-    return (
-        f"jsonb_array_elements(CASE WHEN {value} IS NULL THEN '[]'::jsonb "
-        f"WHEN jsonb_typeof({value}) = 'array' THEN {value} ELSE jsonb_build_array({value}) END)"
-    )
-
-
-class _id_in(sa.sql.functions.FunctionElement[bool]):
-    """The id (first argument) is in a JSON array of strings (second, bound as text): one
-    parameter however many ids, where `IN (…)` would exceed the drivers' parameter limits."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-    name = "id_in"
-
-
-@compiles(_id_in, "sqlite")
-def _id_in_sqlite(element: _id_in, compiler: SQLCompiler, **kw: Any) -> str:
-    column, ids = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"({column} IN (SELECT value FROM json_each({ids})))"
-
-
-@compiles(_id_in, "postgresql")
-def _id_in_postgresql(element: _id_in, compiler: SQLCompiler, **kw: Any) -> str:
-    column, ids = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"({column} IN (SELECT jsonb_array_elements_text(CAST({ids} AS JSONB))))"
-
-
-class _element_kind(sa.sql.functions.FunctionElement[str]):
-    """`_json_kind` of the current `element` (of `_any_element` or an aggregation)."""
-
-    type = sa.Text()
-    inherit_cache = True
-    name = "element_kind"
-
-
-@compiles(_element_kind, "sqlite")
-def _element_kind_sqlite(element: _element_kind, compiler: SQLCompiler, **kw: Any) -> str:
-    return (
-        "(CASE element.type WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' "
-        "WHEN 'text' THEN 'string' ELSE element.type END)"
-    )
-
-
-@compiles(_element_kind, "postgresql")
-def _element_kind_postgresql(element: _element_kind, compiler: SQLCompiler, **kw: Any) -> str:
-    return (
-        "(CASE jsonb_typeof(element.value) WHEN 'boolean' THEN element.value #>> '{}' "
-        "ELSE jsonb_typeof(element.value) END)"
-    )
-
-
-class _element_number(sa.sql.functions.FunctionElement[float]):
-    """The current `element` as a float; only meaningful where its kind is 'number'."""
-
-    type = sa.Float()
-    inherit_cache = True
-    name = "element_number"
-
-
-@compiles(_element_number, "sqlite")
-def _element_number_sqlite(element: _element_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CAST(element.value AS REAL)"
-
-
-@compiles(_element_number, "postgresql")
-def _element_number_postgresql(element: _element_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CAST(element.value #>> '{}' AS DOUBLE PRECISION)"
-
-
-class _element_string(sa.sql.functions.FunctionElement[str]):
-    """The current `element` as text; only meaningful where its kind is 'string'."""
-
-    type = sa.Text()
-    inherit_cache = True
-    name = "element_string"
-
-
-@compiles(_element_string, "sqlite")
-def _element_string_sqlite(element: _element_string, compiler: SQLCompiler, **kw: Any) -> str:
-    return "element.value"
-
-
-@compiles(_element_string, "postgresql")
-def _element_string_postgresql(element: _element_string, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(element.value #>> '{}')"
-
-
-class _contains_any(sa.sql.functions.FunctionElement[bool]):
-    """`=` as written portably (first argument) or, on PostgreSQL, as `document @> …` for
-    each of the other arguments: the same rows, found through the jsonb_path_ops GIN index."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-    name = "contains_any"
-
-
-@compiles(_contains_any, "sqlite")
-def _contains_any_sqlite(element: _contains_any, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.clauses.clauses[0], **kw)})"
-
-
-@compiles(_contains_any, "postgresql")
-def _contains_any_postgresql(element: _contains_any, compiler: SQLCompiler, **kw: Any) -> str:
-    document, *shapes = (compiler.process(arg, **kw) for arg in element.clauses.clauses[1:])
-    return "(" + " OR ".join(f"{document} @> {shape}" for shape in shapes) + ")"
-
 
 # --- filters ---------------------------------------------------------------------------------
 
@@ -323,38 +103,6 @@ def normalize_timestamp(value: datetime | str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _Path:
-    """One attribute of the document: `a/b/ns:c` is the JSON path a → b → ns:c."""
-
-    document: ColumnElement[Any]
-    keys: tuple[str | int, ...]  # an int indexes an array
-
-    @property
-    def json_path(self) -> ColumnElement[Any]:
-        return sa.bindparam(None, self.keys, type_=sa.JSON.JSONPathType())
-
-    @property
-    def kind(self) -> ColumnElement[str]:
-        return _json_kind(self.document, self.json_path)
-
-    def any_element(self, predicate: ColumnElement[bool]) -> ColumnElement[bool]:
-        """An element of the array here satisfies `predicate` (written over `_ELEMENT`)."""
-        return sa.and_(self.is_("array"), _any_element(self.document, self.json_path, predicate))
-
-    def is_(self, kind: str) -> ColumnElement[bool]:
-        return self.kind == sa.literal(kind, sa.Text())
-
-    @property
-    def number(self) -> ColumnElement[float]:
-        # CASE, not AND: PostgreSQL would otherwise cast "abc" to a float and fail.
-        return sa.case((self.is_("number"), self.document[self.keys].as_float()))
-
-    @property
-    def string(self) -> ColumnElement[str]:
-        return _binary_text(sa.case((self.is_("string"), self.document[self.keys].as_string())))
-
-
 _SQL_OPS = {
     "=": lambda a, b: a == b,
     "<": lambda a, b: a < b,
@@ -368,7 +116,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _typed(path: _Path | _Element, value: Any) -> tuple[str, ColumnElement[Any], Any]:
+def _typed(path: JsonPath | ArrayElement, value: Any) -> tuple[str, ColumnElement[Any], Any]:
     """The JSON kind a value matches, the expression to compare, the bound value."""
     if isinstance(value, datetime):
         return "string", path.string, normalize_timestamp(value)
@@ -377,45 +125,23 @@ def _typed(path: _Path | _Element, value: Any) -> tuple[str, ColumnElement[Any],
     return "string", path.string, value
 
 
-class _Element:
-    """One element of the JSON array being tested, inside `_any_element`'s subquery."""
-
-    @property
-    def kind(self) -> ColumnElement[str]:
-        return _element_kind()
-
-    def is_(self, kind: str) -> ColumnElement[bool]:
-        return _element_kind() == sa.literal(kind, sa.Text())
-
-    @property
-    def number(self) -> ColumnElement[float]:
-        return sa.case((self.is_("number"), _element_number()))
-
-    @property
-    def string(self) -> ColumnElement[str]:
-        return _binary_text(sa.case((self.is_("string"), _element_string())))
-
-
-_ELEMENT = _Element()
-
-
-def _comparison(path: _Path, op: str, value: Any) -> ColumnElement[bool]:
+def comparison(path: JsonPath, op: str, value: Any) -> ColumnElement[bool]:
     """Elasticsearch's semantics: a value matches the attribute or any element of it."""
     if op == "!=":
-        return sa.not_(_comparison(path, "=", value))
+        return sa.not_(comparison(path, "=", value))
     if value is None:  # like Elasticsearch's `exists`: [] and [null, null] hold no value
         return sa.or_(
             path.is_("missing"),
             path.is_("null"),
-            sa.and_(path.is_("array"), sa.not_(path.any_element(sa.not_(_ELEMENT.is_("null"))))),
+            sa.and_(path.is_("array"), sa.not_(path.any_element(sa.not_(ELEMENT.is_("null"))))),
         )
     either = sa.or_(
         _scalar_comparison(path, op, value),
-        path.any_element(_scalar_comparison(_ELEMENT, op, value)),
+        path.any_element(_scalar_comparison(ELEMENT, op, value)),
     )
     if op == "=" and not (isinstance(value, tuple) and not value):
         shapes = [sa.bindparam(None, shape, JSONB) for shape in _containments(path.keys, value)]
-        return _contains_any(either, path.document, *shapes)
+        return contains_any(either, path.document, *shapes)
     return either
 
 
@@ -433,7 +159,7 @@ def _containments(keys: tuple[str | int, ...], value: Any) -> list[Any]:
     return documents
 
 
-def _scalar_comparison(path: _Path | _Element, op: str, value: Any) -> ColumnElement[bool]:
+def _scalar_comparison(path: JsonPath | ArrayElement, op: str, value: Any) -> ColumnElement[bool]:
     if isinstance(value, bool):
         return path.is_("true" if value else "false")
     if isinstance(value, tuple):
@@ -455,7 +181,7 @@ def _scalar_comparison(path: _Path | _Element, op: str, value: Any) -> ColumnEle
     return sa.and_(path.is_(kind), _SQL_OPS[op](expression, bound))
 
 
-def _in(path: _Path | _Element, values: tuple[Any, ...]) -> ColumnElement[bool]:
+def _in(path: JsonPath | ArrayElement, values: tuple[Any, ...]) -> ColumnElement[bool]:
     groups: dict[str, tuple[ColumnElement[Any], list[Any]]] = {}
     for value in values:
         kind, expression, bound = _typed(path, value)
@@ -474,7 +200,7 @@ def compile_filter(
 ) -> ColumnElement[bool]:
     """A filter tree as a SQL condition over the `document` column (or `columns["document"]`).
     A geo comparison compiles only with the ids of the resources it matches (`geo_matches`,
-    from `_geo_matches`): SQL alone cannot evaluate it."""
+    from `geo.geo_matches`): SQL alone cannot evaluate it."""
     document = (columns or {}).get("document", catalog_resources.c.document)
     if isinstance(tree, And | Or):
         terms = (compile_filter(term, columns, geo_matches=geo_matches) for term in tree.terms)
@@ -483,65 +209,9 @@ def compile_filter(
         if geo_matches is None or tree not in geo_matches:
             raise InvalidInput("geo filters need a search: compile_filter cannot evaluate them")
         ids = json.dumps(sorted(geo_matches[tree]))
-        return _id_in(catalog_resources.c.id, sa.literal(ids, sa.Text()))
+        return id_in(catalog_resources.c.id, sa.literal(ids, sa.Text()))
     assert isinstance(tree, Comparison)
-    return _comparison(_Path(document, tuple(tree.attribute.split("/"))), tree.op, tree.value)
-
-
-def _geo_comparisons(tree: Filter) -> list[GeoComparison]:
-    if isinstance(tree, And | Or):
-        return [geo for term in tree.terms for geo in _geo_comparisons(term)]
-    return [tree] if isinstance(tree, GeoComparison) else []
-
-
-def _geometry(value: Any) -> BaseGeometry | None:
-    """A GeoJSON geometry, or a `[lon, lat]` point; None for anything else."""
-    if isinstance(value, list):
-        if len(value) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
-        ):
-            return shapely.Point(value)
-        return None
-    if not isinstance(value, dict):
-        return None
-    try:
-        geometry = shapely.geometry.shape(value)
-    except (ShapelyError, ValueError, TypeError, KeyError, AttributeError, IndexError):
-        return None
-    return geometry if geometry.is_valid and not geometry.is_empty else None
-
-
-_GEO_RELATIONS = {
-    "intersects": shapely.intersects,
-    "disjoint": shapely.disjoint,
-    "within": shapely.within,
-    "contains": shapely.contains,
-}
-
-
-async def _geo_matches(
-    session: AsyncSession, scope: ColumnElement[bool], geo: GeoComparison
-) -> frozenset[str]:
-    """Ids of the resources in `scope` whose attribute holds a geometry in relation `geo.op`
-    to `geo.geometry` (as the document's geometry relates to the filter's, as in
-    Elasticsearch's geo_shape). Exact, evaluated by shapely over every candidate: SQL only
-    narrows the candidates to resources where the attribute is an object or an array."""
-    path = _Path(catalog_resources.c.document, tuple(geo.attribute.split("/")))
-    points = path.is_("array")
-    if geo.op != "disjoint":  # a [lon, lat] point relating so lies in the filter's bounds
-        west, south, east, north = geo.geometry.bounds
-        lon, lat = (_Path(path.document, (*path.keys, n)).number for n in (0, 1))
-        points = sa.and_(points, lon.between(west, east), lat.between(south, north))
-    candidates = sa.select(catalog_resources.c.id, path.document[path.keys]).where(
-        scope, sa.or_(path.is_("object"), points)
-    )
-    relation = _GEO_RELATIONS[geo.op]
-    matches = set()
-    for resource_id, value in await session.execute(candidates):
-        geometry = _geometry(value)
-        if geometry is not None and relation(geometry, geo.geometry):
-            matches.add(resource_id)
-    return frozenset(matches)
+    return comparison(JsonPath(document, tuple(tree.attribute.split("/"))), tree.op, tree.value)
 
 
 def visible_to(identity: Identity) -> ColumnElement[bool]:
@@ -549,7 +219,7 @@ def visible_to(identity: Identity) -> ColumnElement[bool]:
     if identity.is_admin:
         return sa.true()
     claims = [sa.literal(claim, sa.Text()) for claim in sorted(identity.claims)]
-    return _viewers_overlap(catalog_resources.c.viewers, *claims)
+    return viewers_overlap(catalog_resources.c.viewers, *claims)
 
 
 # --- ordering and cursors --------------------------------------------------------------------
@@ -583,13 +253,13 @@ def _sort_keys(spec: str | None) -> list[_SortKey]:
         attribute, _, direction = part.rpartition(":")
         if direction not in ("asc", "desc"):
             attribute, direction = part, "asc"
-        if not all(_ATTRIBUTE.fullmatch(key) for key in attribute.split("/")):
+        if not all(ATTRIBUTE_KEY.fullmatch(key) for key in attribute.split("/")):
             raise InvalidInput(
                 f"orderby: invalid sort {part!r}; "
                 "expected attribute[:asc|:desc], e.g. created:desc",
                 detail={"orderby": spec},
             )
-        path = _Path(catalog_resources.c.document, tuple(attribute.split("/")))
+        path = JsonPath(catalog_resources.c.document, tuple(attribute.split("/")))
         descending = direction == "desc"
         keys += [_SortKey(path.number, descending), _SortKey(path.string, descending)]
     keys.append(_SortKey(catalog_resources.c.id, False, nullable=False))
@@ -649,7 +319,7 @@ class SearchResult:
     """The cursor (`after=`) of the next page, None when this page was the last."""
 
 
-async def _where(
+async def selection(
     session: AsyncSession,
     collection: str,
     identity: Identity,
@@ -659,12 +329,12 @@ async def _where(
     texts = [filter_text] if isinstance(filter_text, str) else list(filter_text or ())
     trees = [parse_filter(text) for text in texts if text.strip()]
     scope = sa.and_(catalog_resources.c.collection == collection, visible_to(identity))
-    geo_matches = {
-        geo: await _geo_matches(session, scope, geo)
+    matches = {
+        geo: await geo_matches(session, scope, geo)
         for tree in trees
-        for geo in _geo_comparisons(tree)
+        for geo in geo_comparisons(tree)
     }
-    conditions = [compile_filter(tree, geo_matches=geo_matches) for tree in trees]
+    conditions = [compile_filter(tree, geo_matches=matches) for tree in trees]
     return sa.and_(scope, *conditions)
 
 
@@ -686,7 +356,7 @@ async def search(
         raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"first": first})
     if last is not None and last < 0:
         raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"last": last})
-    where = await _where(session, collection, identity, filter_text)
+    where = await selection(session, collection, identity, filter_text)
     keys = _sort_keys(orderby)
     if last is None:
         last = first + MAX_WINDOW - 1

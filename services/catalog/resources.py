@@ -18,6 +18,7 @@ from servicekit.db import utc_now
 from servicekit.errors import Conflict, Forbidden, InvalidInput, NotAcceptable, NotFound
 from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
 from services.catalog import acl
+from services.catalog.aggregations import aggregate
 from services.catalog.query import delete_resource as _delete_row
 from services.catalog.query import normalize_timestamp, put_resource, search
 from services.catalog.schemas import (
@@ -307,9 +308,24 @@ async def delete_resource(*, session: AsyncSession, resource_id: str, identity: 
 
 
 async def search_resources(
-    *, session: AsyncSession, spec: CollectionSpec, identity: Identity, params: SearchParams
+    *,
+    session: AsyncSession,
+    spec: CollectionSpec,
+    identity: Identity,
+    params: SearchParams,
+    aggregations: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """A Nuvla collection response: count, the page of resources as the caller sees them."""
+    """A Nuvla collection response: count, the page of resources as the caller sees them and,
+    given `aggregation=` specs, their `aggregations` over the same filter and identity."""
+    aggregated = None
+    if aggregations:  # first, so a bad spec is refused before the search runs
+        aggregated = await aggregate(
+            session,
+            collection=spec.name,
+            identity=identity,
+            filter_text=params.filters,
+            specs=aggregations,
+        )
     result = await search(
         session,
         collection=spec.name,
@@ -335,6 +351,8 @@ async def search_resources(
     }
     if result.next is not None:
         response["next"] = result.next
+    if aggregated is not None:
+        response["aggregations"] = aggregated
     return response
 
 

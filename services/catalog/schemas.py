@@ -218,10 +218,6 @@ class SearchParams:
                     f"{name}: expected an integer, got {given[-1]!r:.40}", detail={"field": name}
                 ) from None
 
-        if "aggregation" in values:
-            raise InvalidInput(
-                "aggregation: not supported by this catalog yet", detail={"field": "aggregation"}
-            )
         orderby = ",".join(v for v in values.get("orderby", []) if v.strip()) or None
         first = one_int("first")
         after = values.get("after", [None])[-1] or None

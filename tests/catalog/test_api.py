@@ -457,7 +457,8 @@ async def test_invalid_uuid_is_400(alice: httpx.AsyncClient) -> None:
         {"last": "-1"},
         {"orderby": "a:b:c"},
         {"after": "!"},
-        {"aggregation": "terms:name"},
+        {"aggregation": "median:bytes"},
+        {"aggregation": "terms:"},
     ],
 )
 async def test_bad_search_parameters_are_400(
@@ -466,6 +467,62 @@ async def test_bad_search_parameters_are_400(
     response = await alice.get("/api/data-record", params=params)
     assert response.status_code == 400
     assert response.json()["status"] == 400
+
+
+async def test_bad_aggregation_is_400_naming_the_spec(alice: httpx.AsyncClient) -> None:
+    response = await alice.get("/api/data-record", params={"aggregation": "median:bytes"})
+    assert response.status_code == 400
+    assert "median:bytes" in response.json()["message"]
+
+
+async def test_search_answers_aggregations_over_its_filter(alice: httpx.AsyncClient) -> None:
+    for name, size in (("a", 10), ("b", 20), ("b", 30), ("c", 40)):
+        await add(alice, {**RECORD, "name": name, "bytes": size})
+    params = [
+        ("filter", "bytes<40"),
+        ("aggregation", "sum:bytes,max:bytes"),
+        ("aggregation", "terms:name"),
+        ("last", "0"),
+    ]
+    response = await alice.get("/api/data-record", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["count"] == 3
+    aggregations = body["aggregations"]
+    assert aggregations["sum:bytes"] == {"value": 60.0}
+    assert aggregations["max:bytes"] == {"value": 30.0}
+    assert aggregations["terms:name"]["buckets"] == [
+        {"key": "b", "doc_count": 2},
+        {"key": "a", "doc_count": 1},
+    ]
+
+
+async def test_put_search_answers_aggregations_from_the_form(alice: httpx.AsyncClient) -> None:
+    await add(alice, {**RECORD, "bytes": 5})
+    await add(alice, {**RECORD, "bytes": 7})
+    response = await alice.put(
+        "/api/data-record", data={"aggregation": "stats:bytes", "filter": "bytes>0"}
+    )
+    assert response.status_code == 200, response.text
+    stats = response.json()["aggregations"]["stats:bytes"]
+    assert stats == {"count": 2, "min": 5.0, "max": 7.0, "avg": 6.0, "sum": 12.0}
+
+
+async def test_search_without_aggregation_has_no_aggregations(alice: httpx.AsyncClient) -> None:
+    assert "aggregations" not in (await alice.get("/api/data-record")).json()
+
+
+async def test_aggregations_exclude_what_the_caller_may_not_view(
+    alice: httpx.AsyncClient, as_: Callable[..., dict[str, str]]
+) -> None:
+    await add(alice, {**RECORD, "bytes": 100})  # private to alice
+    shared = {"owners": ["user/alice"], "view-data": ["user/bob"]}
+    await add(alice, {**RECORD, "bytes": 1, "acl": shared})
+    params = {"aggregation": "sum:bytes,value_count:bytes"}
+    bob = (await alice.get("/api/data-record", params=params, headers=as_("user/bob"))).json()
+    assert bob["aggregations"] == {"sum:bytes": {"value": 1.0}, "value_count:bytes": {"value": 1}}
+    mine = (await alice.get("/api/data-record", params=params)).json()
+    assert mine["aggregations"]["sum:bytes"] == {"value": 101.0}
 
 
 PATCH = {"content-type": "application/json-patch+json"}

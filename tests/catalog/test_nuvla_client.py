@@ -99,6 +99,18 @@ def test_nuvla_client_compressed_requests(
     assert client.get(resource_id).data["description"] == record["description"]
 
 
+def test_nuvla_client_search_with_aggregation(api: Api) -> None:
+    for name, size in (("a", 10), ("b", 20), ("b", 30)):
+        api.add("data-record", {"infrastructure-service": SERVICE, "name": name, "bytes": size})
+
+    found = api.search("data-record", filter="bytes>10", aggregation="sum:bytes,terms:name", last=0)
+    assert found.count == 2
+    assert found.data["aggregations"]["sum:bytes"] == {"value": 50.0}
+    assert found.data["aggregations"]["terms:name"]["buckets"] == [{"key": "b", "doc_count": 2}]
+    with pytest.raises(NuvlaError, match="median:bytes"):
+        api.search("data-record", aggregation="median:bytes")
+
+
 def test_nuvla_client_error_carries_the_catalog_message(api: Api) -> None:
     with pytest.raises(NuvlaError, match="infrastructure-service"):
         api.add("data-record", {"name": "missing its service"})
