@@ -59,7 +59,9 @@ _EXPORTS: dict[str, str] = {
     "SigningKey": "servicekit.security",
     "current_identity": "servicekit.security",
     "sign_detached": "servicekit.security",
+    "sign_event": "servicekit.security",
     "verify_detached": "servicekit.security",
+    "verify_event": "servicekit.security",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,9 +91,15 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions whose objects stay readable after commit (responses are built after it)."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(
+    engine: AsyncEngine, *, info: Mapping[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (responses are built after it).
+
+    `info` is copied into every session's `info`: the service-wide context (a signing key, say)
+    that domain functions taking `session=` need without one more parameter everywhere.
+    """
+    return async_sessionmaker(engine, expire_on_commit=False, info=dict(info or {}))
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

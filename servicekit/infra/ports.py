@@ -9,7 +9,7 @@ from pathlib import Path
 _handed_out: set[int] = set()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def ephemeral_range() -> tuple[int, int]:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)
@@ -23,7 +23,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     Chosen below the kernel's ephemeral range: servers started on ports from that range race
     with the outgoing connections of every other process on the machine.
     """
-    low, _ = _ephemeral_range()
+    low, _ = ephemeral_range()
     candidates = range(20000, low) if low > 21000 else range(low, 65535)
     for _ in range(200):
         port = random.choice(candidates)

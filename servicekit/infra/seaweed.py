@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from servicekit.infra.binaries import find_binary
+from servicekit.infra.ports import ephemeral_range, port_is_free
 from servicekit.infra.process import ManagedProcess
 
 
@@ -39,6 +41,19 @@ class SeaweedPorts:
         """Four consecutive HTTP ports from `base`, their gRPC twins 10000 above."""
         http = [base, base + 1, base + 2, base + 3]
         return cls(*http, *(p + 10000 for p in http))
+
+    @staticmethod
+    def free_base(host: str = "127.0.0.1") -> int:
+        """A base whose eight ports are free now, all below the kernel's ephemeral range
+        (where the outgoing connections of other processes could take one before we bind)."""
+        low, _ = ephemeral_range()
+        top = min(low, 65536) - 10004
+        for _ in range(500):
+            base = random.randrange(20000, max(top, 20001))
+            ports = SeaweedPorts.from_base(base).all()
+            if max(ports) < 65536 and all(port_is_free(port, host) for port in ports):
+                return base
+        raise RuntimeError(f"no free SeaweedFS port base between 20000 and {top}")
 
     def all(self) -> list[int]:
         return [
@@ -97,6 +112,9 @@ class SeaweedRegion:
                 "-volume.max=0",
                 "-volume.preStopSeconds=0",
             ],
+            # One volume per new bucket (SeaweedFS grows 7 by default): with volume slots
+            # sized to the free disk, 7 per bucket runs out after ~45 buckets here.
+            env={"WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"},
             log_path=self.log_path,
             ready=self.ready,
             # SeaweedFS lingers ~15 s on SIGTERM; its stores survive a kill.

@@ -16,6 +16,7 @@ from servicekit.security.keys import (
     load_or_create_signing_key,
     write_jwks,
 )
+from servicekit.security.signed_events import sign_event, verify_event
 from servicekit.security.tls import (
     MODERN_TLS12_CIPHERS,
     WeakCertificateError,
@@ -50,7 +51,9 @@ __all__ = [
     "refuse_weak_certificate",
     "server_context",
     "sign_detached",
+    "sign_event",
     "verify_detached",
+    "verify_event",
     "verify_identity_token",
     "write_jwks",
 ]

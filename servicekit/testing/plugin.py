@@ -18,6 +18,14 @@ from servicekit.testing import sources
 from servicekit.testing.sources import Unavailable, run_sync
 
 
+@pytest.fixture(autouse=True)
+def extract_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own $EXTRACT_HOME, so no state (keys, SQLite files) lands in the checkout."""
+    home = tmp_path / "extract-home"
+    monkeypatch.setenv("EXTRACT_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """libpq URL (`postgresql://…/postgres`) of a server where we may create databases."""

@@ -363,3 +363,13 @@ async def test_s3_check_fails_when_the_server_is_down() -> None:
     with pytest.raises(ServiceUnavailable) as down:
         await s3_check(endpoint)()
     assert endpoint.url in down.value.message
+
+
+async def test_the_harness_region_takes_many_buckets(client: AioBaseClient) -> None:
+    """Each test makes its own buckets; SeaweedFS's default growth of 7 volumes per bucket ran
+    the volume slots out after ~45 of them (InternalError on PutObject)."""
+    prefix = f"many-{uuid.uuid4().hex[:8]}"
+    for number in range(60):
+        name = f"{prefix}-{number}"
+        await client.create_bucket(Bucket=name)
+        await client.put_object(Bucket=name, Key="k", Body=b"x")
