@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from servicekit.errors import InvalidInput, NotFound, PayloadTooLarge
 from servicekit.security import Identity, current_identity
-from services.catalog import resources
+from services.catalog import dataobjects, datasets, resources, templates
 from services.catalog.schemas import CollectionSpec, SearchParams, collection_spec
 
 __all__ = ["catalog_router", "read_body"]
@@ -83,6 +83,35 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+async def _optional_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object body, or {} for none (nuvla-api posts actions without a body)."""
+    limit = _limit(request)
+    raw = _decoded(request, await read_body(request, limit), limit)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"malformed JSON body: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"expected a JSON object as body, got {type(body).__name__}")
+    return body
+
+
+async def _keep_s3_object(request: Request) -> bool:
+    """Nuvla's `keep-s3-object`, from the query (`?keep-s3-object=true`) or the JSON body."""
+    query = request.query_params.get("keep-s3-object")
+    value: Any = (await _optional_json_object(request)).get("keep-s3-object", False)
+    if query is not None:
+        value = query.strip().lower()
+        if value not in ("true", "false"):
+            raise InvalidInput(f"keep-s3-object: expected true or false, got {query!r:.40}")
+        value = value == "true"
+    if not isinstance(value, bool):
+        raise InvalidInput(f"keep-s3-object: expected true or false, got {value!r:.40}")
+    return value
+
+
 async def _json_patch(request: Request) -> list[Any]:
     patch = await _json(request)
     if not isinstance(patch, list):
@@ -128,8 +157,45 @@ def _select(pairs: list[tuple[str, str]]) -> tuple[str, ...]:
     return SearchParams.parse([(k, v) for k, v in pairs if k == "select"]).select
 
 
+_MEMBERS_ONLY = frozenset({"aggregation", "collection", "from", "to"})
+
+
+def _members_collections(values: list[str]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+    unknown = [name for name in names if name not in datasets.TIME_ATTRIBUTE]
+    if unknown:
+        raise InvalidInput(
+            f"collection: expected data-record or data-object, got {', '.join(unknown)}",
+            detail={"field": "collection"},
+        )
+    return names or tuple(datasets.TIME_ATTRIBUTE)
+
+
 def _message(status: int, message: str, resource_id: str) -> dict[str, Any]:
     return {"status": status, "message": message, "resource-id": resource_id}
+
+
+async def _add_bulk(spec: CollectionSpec, request: Request, identity: Identity) -> JSONResponse:
+    bodies = await _json(request)
+    if not isinstance(bodies, list) or not bodies:
+        raise InvalidInput("bulk add needs a non-empty JSON array of resources")
+    async with request.app.state.sessions.begin() as session:
+        created = await resources.bulk_create(
+            session=session,
+            spec=spec,
+            identity=identity,
+            bodies=bodies,
+            expand=lambda body: templates.expand(spec.name, body),
+        )
+    return JSONResponse(
+        {
+            "status": 201,
+            "message": f"{len(created)} {spec.name} resources created",
+            "resources": [{"resource-id": resource_id} for resource_id in created],
+            "count": len(created),
+        },
+        status_code=201,
+    )
 
 
 def catalog_router() -> APIRouter:
@@ -140,6 +206,34 @@ def catalog_router() -> APIRouter:
         request: Request, identity: Identity = Depends(current_identity)
     ) -> dict[str, Any]:
         return resources.cloud_entry_point(f"{request.base_url}api/")
+
+    @router.get("/event-keys")
+    async def event_keys(request: Request) -> dict[str, Any]:
+        """The public keys (JWKS) that verify the catalog's signed events."""
+        return json.loads(request.app.state.events_jwks.to_json())
+
+    @router.get("/data-set/{identifier}/members")
+    async def data_set_members(
+        identifier: str, request: Request, identity: Identity = Depends(current_identity)
+    ) -> dict[str, Any]:
+        _, data_set_id = _resource_id("data-set", identifier)
+        pairs = list(request.query_params.multi_items())
+        collections = _members_collections([v for k, v in pairs if k == "collection"])
+        window = datasets.parse_window(
+            request.query_params.get("from"), request.query_params.get("to")
+        )
+        aggregations = [value for key, value in pairs if key == "aggregation"]
+        params = SearchParams.parse([(k, v) for k, v in pairs if k not in _MEMBERS_ONLY])
+        async with request.app.state.sessions.begin() as session:
+            return await datasets.members(
+                session=session,
+                data_set_id=data_set_id,
+                identity=identity,
+                params=params,
+                aggregations=aggregations,
+                collections=collections,
+                window=window,
+            )
 
     @router.api_route("/{collection}", methods=["GET", "PUT"])
     async def query(
@@ -164,7 +258,9 @@ def catalog_router() -> APIRouter:
         collection: str, request: Request, identity: Identity = Depends(current_identity)
     ) -> JSONResponse:
         spec = _spec(collection)
-        body = await _json_object(request)
+        if request.headers.get("bulk", "").strip().lower() == "yes":
+            return await _add_bulk(spec, request, identity)
+        body = templates.expand(spec.name, await _json_object(request))
         async with request.app.state.sessions.begin() as session:
             document = await resources.create_resource(
                 session=session, spec=spec, identity=identity, body=body
@@ -241,11 +337,34 @@ def catalog_router() -> APIRouter:
         request: Request,
         identity: Identity = Depends(current_identity),
     ) -> dict[str, Any]:
-        _, resource_id = _resource_id(collection, identifier)
+        spec, resource_id = _resource_id(collection, identifier)
+        if spec.name == dataobjects.DATA_OBJECT:
+            keep = await _keep_s3_object(request)
+            return await dataobjects.delete_data_object(
+                request.app.state.sessions, resource_id, identity, keep_s3_object=keep
+            )
         async with request.app.state.sessions.begin() as session:
             await resources.delete_resource(
                 session=session, resource_id=resource_id, identity=identity
             )
         return _message(200, f"{resource_id} deleted", resource_id)
+
+    @router.post("/{collection}/{identifier}/{action}")
+    async def act(
+        collection: str,
+        identifier: str,
+        action: str,
+        request: Request,
+        identity: Identity = Depends(current_identity),
+    ) -> JSONResponse:
+        spec, resource_id = _resource_id(collection, identifier)
+        perform = dataobjects.ACTIONS.get(spec.name, {}).get(action)
+        if perform is None:
+            raise NotFound(
+                f"{collection} has no action {action!r}", detail={"resource-id": resource_id}
+            )
+        body = await _optional_json_object(request)
+        outcome = await perform(request.app.state.sessions, resource_id, identity, body)
+        return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
     return router

@@ -11,9 +11,10 @@ Semantics, chosen to be identical on both backends and close to Nuvla's Elastics
   JSON type never matches (`a="3"` does not match `{"a": 3}`).
 - `a!=v` is the negation of `a=v`, so it also matches documents without `a` (Elasticsearch's
   `must_not`); `a=null` matches a missing key or JSON null, `a!=null` a present, non-null value.
-- `a^="p"` is a case-sensitive prefix match; `a=="w1 w2"` (full text) is, for now, a
-  case-insensitive containment of every word: a stopgap until tsvector / FTS5. Case folding of
-  non-ASCII letters is PostgreSQL's only (SQLite's lower() folds ASCII).
+- `a^="p"` is a case-sensitive prefix match.
+- `a=="w1 w2"` is full text (fulltext.py): every word is a token of the attribute, or of one
+  element of an array of strings, case-insensitively, in any order; no prefix, no phrase. A
+  query without a letter or digit matches nothing.
 - Strings compare and sort by code point (PostgreSQL `COLLATE "C"`, SQLite BINARY).
 - `orderby=a:asc` sorts JSON numbers numerically first, then JSON strings, then everything else
   (booleans, null, missing) in either direction; `id` always breaks ties.
@@ -24,13 +25,18 @@ Semantics, chosen to be identical on both backends and close to Nuvla's Elastics
   a different element (`sizes>1 and sizes<3` matches `[1, 5]`). Arrays of objects are not
   flattened: `loc/city="x"` does not look inside `{"loc": [{"city": "x"}]}`. On PostgreSQL,
   `=` is written as `document @> …` so the jsonb_path_ops GIN index serves it.
+- Hot attributes (`tables.HOT_ATTRIBUTES`: timestamp, created, updated, name, bytes, …) are
+  read from generated, btree-indexed columns holding their number or string value, with the
+  same meaning (`=` included, instead of `@>`); sorting on them follows the indexes. Their
+  array elements are read from the document, only where `hot_arrays` says there are some;
+  when no resource of the collection has any, the search compiles without that branch.
 - Geo (`intersects`, `disjoint`, `within`, `contains`): the document's attribute, a GeoJSON
   geometry or a `[lon, lat]` point, related to the filter's WKT geometry, exactly (shapely).
   A resource whose attribute is no valid geometry matches no geo operator, `disjoint`
   included. SQL cannot evaluate it, so each geo term is first resolved to the ids of the
-  visible resources it matches (points outside the filter's bounds are skipped in SQL; GeoJSON
-  objects are all read), then compiled as `id IN (those ids)`: counts, windows and cursors stay
-  exact, at the price of reading every candidate of the collection once per geo term.
+  visible resources it matches (geo.py: for `geometry` and `location`, only the resources
+  whose stored bounding box can relate are read), then compiled as `id IN (those ids)`:
+  counts, windows and cursors stay exact.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -53,7 +60,8 @@ from servicekit.errors import InvalidInput
 from servicekit.security import Identity
 from services.catalog.acl import principals_with
 from services.catalog.filters import And, Comparison, Filter, GeoComparison, Or, parse_filter
-from services.catalog.geo import geo_comparisons, geo_matches
+from services.catalog.fulltext import fulltext_match, index_texts, unindex_texts
+from services.catalog.geo import as_geometry, geo_comparisons, geo_matches
 from services.catalog.sqlparts import (
     ATTRIBUTE_KEY,
     ELEMENT,
@@ -63,7 +71,7 @@ from services.catalog.sqlparts import (
     id_in,
     viewers_overlap,
 )
-from services.catalog.tables import catalog_resources
+from services.catalog.tables import GEO_ATTRIBUTES, catalog_resources, hot_columns
 
 __all__ = [
     "MAX_WINDOW",
@@ -71,6 +79,7 @@ __all__ = [
     "comparison",
     "compile_filter",
     "delete_resource",
+    "insert_resources",
     "normalize_timestamp",
     "order_by",
     "put_resource",
@@ -125,20 +134,28 @@ def _typed(path: JsonPath | ArrayElement, value: Any) -> tuple[str, ColumnElemen
     return "string", path.string, value
 
 
-def comparison(path: JsonPath, op: str, value: Any) -> ColumnElement[bool]:
-    """Elasticsearch's semantics: a value matches the attribute or any element of it."""
+def comparison(
+    path: JsonPath, op: str, value: Any, *, hot_arrays: bool = True
+) -> ColumnElement[bool]:
+    """Elasticsearch's semantics: a value matches the attribute or any element of it.
+    `hot_arrays=False` promises that no hot attribute of the searched rows holds an array."""
     if op == "!=":
-        return sa.not_(comparison(path, "=", value))
+        return sa.not_(comparison(path, "=", value, hot_arrays=hot_arrays))
+    if op == "==":
+        return fulltext_match(path, value)
     if value is None:  # like Elasticsearch's `exists`: [] and [null, null] hold no value
         return sa.or_(
             path.is_("missing"),
             path.is_("null"),
             sa.and_(path.is_("array"), sa.not_(path.any_element(sa.not_(ELEMENT.is_("null"))))),
         )
-    either = sa.or_(
-        _scalar_comparison(path, op, value),
-        path.any_element(_scalar_comparison(ELEMENT, op, value)),
-    )
+    elements = path.any_element(_scalar_comparison(ELEMENT, op, value))
+    hot = _hot_comparison(path, op, value)
+    if hot is not None and not hot_arrays:
+        return hot
+    if hot is not None:  # both branches indexed: `hot_arrays` has a partial index
+        return sa.or_(hot, sa.and_(catalog_resources.c.hot_arrays, elements))
+    either = sa.or_(_scalar_comparison(path, op, value), elements)
     if op == "=" and not (isinstance(value, tuple) and not value):
         shapes = [sa.bindparam(None, shape, JSONB) for shape in _containments(path.keys, value)]
         return contains_any(either, path.document, *shapes)
@@ -172,13 +189,28 @@ def _scalar_comparison(path: JsonPath | ArrayElement, op: str, value: Any) -> Co
             # LIKE ignores ASCII case on SQLite; this keeps the match case-sensitive.
             sa.func.substr(text, 1, len(value)) == value,
         )
-    if op == "==":
-        lowered = sa.func.lower(path.string)
-        words = [lowered.like(f"%{_escape_like(w.lower())}%", escape="\\") for w in value.split()]
-        return sa.and_(path.is_("string"), *words)
     kind, expression, bound = _typed(path, value)
     # Guarded by the kind so the result is never NULL, and NOT of it is exact.
     return sa.and_(path.is_(kind), _SQL_OPS[op](expression, bound))
+
+
+def _hot(path: JsonPath) -> tuple[sa.Column[float], sa.Column[str]] | None:
+    if len(path.keys) != 1 or path.document is not catalog_resources.c.document:
+        return None
+    return hot_columns(str(path.keys[0]))
+
+
+def _hot_comparison(path: JsonPath, op: str, value: Any) -> ColumnElement[bool] | None:
+    """A comparison over a hot attribute's generated columns, None if it has none."""
+    hot = _hot(path)
+    if hot is None or op not in _SQL_OPS or isinstance(value, bool | tuple):
+        return None
+    number, string = hot
+    kind, _, bound = _typed(path, value)
+    if kind == "number":
+        return sa.and_(number.is_not(None), _SQL_OPS[op](number, bound))
+    # `number IS NULL` holds for every string: it lets the (collection, n, s) index range on s.
+    return sa.and_(number.is_(None), string.is_not(None), _SQL_OPS[op](string, bound))
 
 
 def _in(path: JsonPath | ArrayElement, values: tuple[Any, ...]) -> ColumnElement[bool]:
@@ -197,13 +229,17 @@ def compile_filter(
     columns: Mapping[str, ColumnElement[Any]] | None = None,
     *,
     geo_matches: Mapping[GeoComparison, Collection[str]] | None = None,
+    hot_arrays: bool = True,
 ) -> ColumnElement[bool]:
     """A filter tree as a SQL condition over the `document` column (or `columns["document"]`).
     A geo comparison compiles only with the ids of the resources it matches (`geo_matches`,
     from `geo.geo_matches`): SQL alone cannot evaluate it."""
     document = (columns or {}).get("document", catalog_resources.c.document)
     if isinstance(tree, And | Or):
-        terms = (compile_filter(term, columns, geo_matches=geo_matches) for term in tree.terms)
+        terms = (
+            compile_filter(term, columns, geo_matches=geo_matches, hot_arrays=hot_arrays)
+            for term in tree.terms
+        )
         return sa.and_(*terms) if isinstance(tree, And) else sa.or_(*terms)
     if isinstance(tree, GeoComparison):
         if geo_matches is None or tree not in geo_matches:
@@ -211,7 +247,8 @@ def compile_filter(
         ids = json.dumps(sorted(geo_matches[tree]))
         return id_in(catalog_resources.c.id, sa.literal(ids, sa.Text()))
     assert isinstance(tree, Comparison)
-    return comparison(JsonPath(document, tuple(tree.attribute.split("/"))), tree.op, tree.value)
+    path = JsonPath(document, tuple(tree.attribute.split("/")))
+    return comparison(path, tree.op, tree.value, hot_arrays=hot_arrays)
 
 
 def visible_to(identity: Identity) -> ColumnElement[bool]:
@@ -261,7 +298,8 @@ def _sort_keys(spec: str | None) -> list[_SortKey]:
             )
         path = JsonPath(catalog_resources.c.document, tuple(attribute.split("/")))
         descending = direction == "desc"
-        keys += [_SortKey(path.number, descending), _SortKey(path.string, descending)]
+        number, string = _hot(path) or (path.number, path.string)
+        keys += [_SortKey(number, descending), _SortKey(string, descending)]
     keys.append(_SortKey(catalog_resources.c.id, False, nullable=False))
     return keys
 
@@ -334,7 +372,21 @@ async def selection(
         for tree in trees
         for geo in geo_comparisons(tree)
     }
-    conditions = [compile_filter(tree, geo_matches=matches) for tree in trees]
+    # Hot attributes almost never hold arrays: when none in the collection does (one probe of
+    # a partial index), their comparisons are the plain indexed columns, which plan better.
+    arrays = (
+        bool(trees)
+        and (
+            await session.execute(
+                sa.select(
+                    sa.exists().where(
+                        catalog_resources.c.collection == collection, catalog_resources.c.hot_arrays
+                    )
+                )
+            )
+        ).scalar_one()
+    )
+    conditions = [compile_filter(tree, geo_matches=matches, hot_arrays=arrays) for tree in trees]
     return sa.and_(scope, *conditions)
 
 
@@ -356,6 +408,10 @@ async def search(
         raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"first": first})
     if last is not None and last < 0:
         raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"last": last})
+    if session.get_bind().dialect.name == "postgresql":
+        # The JSON guards inflate cost estimates past jit_above_cost: compiling the plan
+        # would take longer (~80 ms) than running it.
+        await session.execute(sa.text("SET LOCAL jit = off"))
     where = await selection(session, collection, identity, filter_text)
     keys = _sort_keys(orderby)
     if last is None:
@@ -383,34 +439,56 @@ async def search(
     return SearchResult(count, [row[0] for row in rows], following)
 
 
-async def put_resource(session: AsyncSession, document: dict[str, Any]) -> None:
-    """Insert or replace a resource by its id (`collection/uuid`); `created`/`updated` are
-    normalised in the document (set to now if absent), `viewers` computed from its ACL."""
+def _row(document: dict[str, Any], now: str) -> dict[str, Any]:
+    """The table row of a resource (its document with `created`/`updated` normalised)."""
     resource_id = document["id"]
     collection, slash, _ = resource_id.partition("/")
     if not slash or not collection:
         raise InvalidInput(f"id: expected collection/identifier, got {resource_id!r}")
-    now = normalize_timestamp(utc_now())
     document = dict(document)
     for key in ("created", "updated"):
         document[key] = normalize_timestamp(document.get(key) or now)
-    values = {
+    row = {
+        "id": resource_id,
         "collection": collection,
         "document": document,
         "created": datetime.fromisoformat(document["created"]),
         "updated": datetime.fromisoformat(document["updated"]),
         "viewers": sorted(principals_with(document.get("acl", {}), "view-meta")),
     }
-    table = catalog_resources
-    result = await session.execute(
-        sa.update(table).where(table.c.id == resource_id).values(**values)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        await session.execute(sa.insert(table).values(id=resource_id, **values))
+    for attribute in GEO_ATTRIBUTES:
+        geometry = as_geometry(document.get(attribute))
+        bounds = geometry.bounds if geometry is not None else (None,) * 4
+        for side, bound in zip(("west", "south", "east", "north"), bounds, strict=True):
+            row[f"{attribute}_{side}"] = bound
+    return row
+
+
+async def put_resource(session: AsyncSession, document: dict[str, Any]) -> None:
+    """Insert or replace a resource by its id (`collection/uuid`); `created`/`updated` are
+    normalised in the document (set to now if absent), `viewers` computed from its ACL."""
+    row = _row(document, normalize_timestamp(utc_now()))
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(catalog_resources)
+    replace = {key: value for key, value in row.items() if key != "id"}
+    upsert = insert.values(**row).on_conflict_do_update(index_elements=["id"], set_=replace)
+    await session.execute(upsert)
+    await unindex_texts(session, [row["id"]])
+    await index_texts(session, [row["document"]])
+
+
+async def insert_resources(session: AsyncSession, documents: Sequence[dict[str, Any]]) -> None:
+    """Insert new resources in one statement (an existing id fails it), as put_resource would."""
+    now = normalize_timestamp(utc_now())
+    rows = [_row(document, now) for document in documents]
+    if rows:
+        await session.execute(sa.insert(catalog_resources), rows)
+        await index_texts(session, [row["document"] for row in rows])
 
 
 async def delete_resource(session: AsyncSession, resource_id: str) -> bool:
     """Delete a resource; False if there was none with that id."""
     table = catalog_resources
     result = await session.execute(sa.delete(table).where(table.c.id == resource_id))
+    await unindex_texts(session, [resource_id])
     return bool(result.rowcount)  # type: ignore[attr-defined]

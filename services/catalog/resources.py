@@ -8,31 +8,40 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.db import utc_now
-from servicekit.errors import Conflict, Forbidden, InvalidInput, NotAcceptable, NotFound
+from servicekit.errors import (
+    Conflict,
+    ExtractError,
+    Forbidden,
+    InvalidInput,
+    NotAcceptable,
+    NotFound,
+)
 from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
-from services.catalog import acl
-from services.catalog.aggregations import aggregate
-from services.catalog.query import delete_resource as _delete_row
-from services.catalog.query import normalize_timestamp, put_resource, search
+from services.catalog import acl, dataobjects, modelrecords, s3services, store, subscriptions
+from services.catalog.aggregations import aggregate, parse_specs
+from services.catalog.filters import attributes, parse_filter
+from services.catalog.query import normalize_timestamp, search
 from services.catalog.schemas import (
     COLLECTIONS,
     KEY_PREFIX_COLLECTION,
     SERVER_KEYS,
     CollectionSpec,
     SearchParams,
+    collection_spec,
     namespace_prefixes,
 )
 from services.catalog.tables import catalog_resources
 
 __all__ = [
     "apply_json_patch",
+    "bulk_create",
     "bulk_delete",
     "cloud_entry_point",
     "collection_acl",
@@ -40,10 +49,22 @@ __all__ = [
     "delete_resource",
     "edit_resource",
     "get_resource",
+    "load_document",
     "search_resources",
 ]
 
 _EDIT_RIGHTS = frozenset({"edit-meta", "edit-data", "edit-acl"})
+_PREPARE = {
+    subscriptions.COLLECTION: subscriptions.prepare_subscription,
+    dataobjects.DATA_OBJECT: dataobjects.prepare_data_object,
+    s3services.INFRASTRUCTURE_SERVICE: s3services.prepare_infrastructure_service,
+    s3services.CREDENTIAL: s3services.prepare_credential,
+    "data-record": modelrecords.prepare_model_record,
+}
+"""Per collection: completes a document about to be stored (server-managed attributes,
+checks that need the database), given the caller and the stored state (None on create)."""
+_ACTIONS = {dataobjects.DATA_OBJECT: dataobjects.offered_actions}
+"""Per collection: the actions a resource offers a caller, with the right each needs."""
 _ALWAYS_SELECTED = ("id", "resource-type")
 _BULK_PAGE = 500
 
@@ -74,7 +95,12 @@ def _view(document: Mapping[str, Any], identity: Identity) -> dict[str, Any] | N
     view = acl.visible_view(document, held)
     if view is None:
         return None
-    view["operations"] = acl.operations(document["id"], held)
+    spec = collection_spec(document["resource-type"])
+    for secret in spec.secrets if spec is not None else ():
+        view.pop(secret, None)
+    actions = _ACTIONS.get(document["resource-type"])
+    offered = actions(document, identity) if actions is not None else None
+    view["operations"] = acl.operations(document["id"], held, offered)
     return view
 
 
@@ -85,7 +111,10 @@ def _selected(view: dict[str, Any], select: Sequence[str]) -> dict[str, Any]:
     return {key: value for key, value in view.items() if key in keep}
 
 
-async def _load(session: AsyncSession, resource_id: str, *, lock: bool = False) -> dict[str, Any]:
+async def load_document(
+    session: AsyncSession, resource_id: str, *, lock: bool = False
+) -> dict[str, Any]:
+    """The stored resource, whole (no ACL check); NotFound if there is none."""
     statement = sa.select(catalog_resources.c.document).where(catalog_resources.c.id == resource_id)
     if lock:
         statement = statement.with_for_update()
@@ -155,16 +184,50 @@ async def create_resource(
         **attributes,
         "acl": acl.default_acl(identity) if given_acl is None else acl.normalize_acl(given_acl),
     }
+    if prepare := _PREPARE.get(spec.name):
+        await prepare(session, identity, document, None)
     await _validate(session, spec, document)
-    await put_resource(session, document)
+    await store.save(session, before=None, after=document)
     return document
+
+
+async def bulk_create(
+    *,
+    session: AsyncSession,
+    spec: CollectionSpec,
+    identity: Identity,
+    bodies: Sequence[Any],
+    expand: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+) -> list[str]:
+    """Create every resource of `bodies` (each `expand`ed first) as create_resource does, in
+    the caller's transaction; the first invalid one fails all with a 400 naming its index."""
+    if not _may_add(identity, spec):
+        raise Forbidden(f"{identity.principal} may not add to {spec.name}")
+    created = []
+    for index, body in enumerate(bodies):
+        try:
+            if not isinstance(body, Mapping):
+                raise InvalidInput(f"expected a JSON object, got {type(body).__name__}")
+            document = await create_resource(
+                session=session, spec=spec, identity=identity, body=expand(body)
+            )
+        except ExtractError as error:
+            if not 400 <= error.status < 500:
+                raise
+            raise InvalidInput(
+                f"resource {index}: {error.message}",
+                code=error.code,
+                detail={**error.detail, "index": index},
+            ) from error
+        created.append(document["id"])
+    return created
 
 
 async def get_resource(
     *, session: AsyncSession, resource_id: str, identity: Identity, select: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The resource as `identity` may see it; Forbidden if it may see none of it."""
-    document = await _load(session, resource_id)
+    document = await load_document(session, resource_id)
     acl.require(identity, document.get("acl", {}), "view-meta", resource_id)
     view = _view(document, identity)
     assert view is not None  # view-meta always shows something
@@ -186,7 +249,7 @@ async def edit_resource(
     Keys named in `select` but absent from `body` are removed (Nuvla's way to delete
     attributes); server-managed keys keep their values whatever the caller sends.
     """
-    old = await _load(session, resource_id, lock=True)
+    old = await load_document(session, resource_id, lock=True)
     held = acl.rights(identity, old.get("acl", {}))
     if not held & _EDIT_RIGHTS:
         acl.require(identity, old.get("acl", {}), "edit-meta", resource_id)
@@ -204,10 +267,12 @@ async def edit_resource(
     if "acl" in changes:
         new["acl"] = acl.normalize_acl(changes["acl"])
     acl.check_edit(old, new, held)
+    if prepare := _PREPARE.get(spec.name):
+        await prepare(session, identity, new, old)
     await _validate(session, spec, new)
     new["updated"] = normalize_timestamp(utc_now())
     new["updated-by"] = identity.principal
-    await put_resource(session, new)
+    await store.save(session, before=old, after=new)
     view = _view(new, identity)
     # An edit of the acl may leave the editor nothing to see; it still succeeded.
     return view if view is not None else {"id": resource_id}
@@ -302,9 +367,29 @@ def _remove(document: Any, path: list[str], where: str) -> Any:
 
 
 async def delete_resource(*, session: AsyncSession, resource_id: str, identity: Identity) -> None:
-    document = await _load(session, resource_id, lock=True)
+    document = await load_document(session, resource_id, lock=True)
     acl.require(identity, document.get("acl", {}), "delete", resource_id)
-    await _delete_row(session, resource_id)
+    await store.remove(session, before=document)
+
+
+def _refuse_secrets(
+    spec: CollectionSpec, params: SearchParams, aggregations: Sequence[str]
+) -> None:
+    """Secrets are never shown, so neither may a filter, sort or aggregation probe them."""
+    if not spec.secrets:
+        return
+    named = {aggregation.attribute for aggregation in parse_specs(aggregations)}
+    for text in params.filters:
+        named |= attributes(parse_filter(text))
+    for part in (params.orderby or "").split(","):
+        attribute, _, direction = part.strip().rpartition(":")
+        named.add(attribute if direction in ("asc", "desc") else part.strip())
+    probed = sorted(spec.secrets & {name.partition("/")[0] for name in named})
+    if probed:
+        raise InvalidInput(
+            f"{', '.join(probed)}: secret, so it cannot be filtered, sorted or aggregated on",
+            detail={"field": probed[0]},
+        )
 
 
 async def search_resources(
@@ -317,6 +402,7 @@ async def search_resources(
 ) -> dict[str, Any]:
     """A Nuvla collection response: count, the page of resources as the caller sees them and,
     given `aggregation=` specs, their `aggregations` over the same filter and identity."""
+    _refuse_secrets(spec, params, aggregations)
     aggregated = None
     if aggregations:  # first, so a bad spec is refused before the search runs
         aggregated = await aggregate(
@@ -360,7 +446,7 @@ async def bulk_delete(
     *, session: AsyncSession, spec: CollectionSpec, identity: Identity, filters: Sequence[str]
 ) -> int:
     """Delete every resource matching `filters` that `identity` may delete; how many went."""
-    doomed: list[str] = []
+    doomed: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         page = await search(
@@ -372,13 +458,13 @@ async def bulk_delete(
             after=cursor,
         )
         doomed += [
-            document["id"]
+            document
             for document in page.resources
             if acl.can(identity, document.get("acl", {}), "delete")
         ]
         if page.next is None:
             break
         cursor = page.next
-    for resource_id in doomed:
-        await _delete_row(session, resource_id)
+    for document in doomed:
+        await store.remove(session, before=document)
     return len(doomed)

@@ -14,7 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from servicekit.errors import InvalidInput
+from servicekit.hashing import HASH_ALGORITHMS
 from services.catalog.filters import parse_filter
+from services.catalog.geo import as_geometry
+from services.catalog.subscriptions import COLLECTION as SUBSCRIPTION_COLLECTION
+from services.catalog.subscriptions import SECRET_KEY as WEBHOOK_SECRET
+from services.catalog.subscriptions import check_delivery
 
 __all__ = [
     "COLLECTIONS",
@@ -34,9 +39,10 @@ SERVER_KEYS = frozenset(
 """Set by the server on every write; values sent by the caller are ignored."""
 
 # Namespaces whose keys are part of a collection's own schema, so need no key-prefix resource.
-_BUILT_IN_PREFIXES = frozenset({"resource"})
+_BUILT_IN_PREFIXES = frozenset({"resource", "model"})
 
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _PREFIX = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 Check = Callable[[str, Any], None]
@@ -89,6 +95,21 @@ def _md5(name: str, value: Any) -> None:
         _fail(name, "32 hexadecimal digits (an MD5 sum)", value)
 
 
+def _sha256(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        _fail(name, "64 hexadecimal digits (a SHA-256 digest)", value)
+
+
+def _hash_algorithm(name: str, value: Any) -> None:
+    if value not in HASH_ALGORITHMS:
+        _fail(name, f"one of {', '.join(HASH_ALGORITHMS)}", value)
+
+
+def _check_value(name: str, value: Any) -> None:
+    if value is not True and not isinstance(value, str):
+        _fail(name, "true or the key of the check value file", value)
+
+
 def _location(name: str, value: Any) -> None:
     if not isinstance(value, list) or len(value) not in (2, 3) or not all(map(_number, value)):
         _fail(name, "[longitude, latitude] or [longitude, latitude, altitude] numbers", value)
@@ -97,13 +118,37 @@ def _location(name: str, value: Any) -> None:
         _fail(name, "longitude in [-180, 180] and latitude in [-90, 90]", value)
 
 
+_GEOJSON_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+)
+_GEOJSON_KEYS = frozenset({"type", "coordinates", "bbox"})
+
+
 def _geometry(name: str, value: Any) -> None:
     if (
         not isinstance(value, dict)
-        or not isinstance(value.get("type"), str)
+        or value.get("type") not in _GEOJSON_TYPES
         or not isinstance(value.get("coordinates"), list)
     ):
-        _fail(name, 'a GeoJSON geometry {"type": …, "coordinates": […]}', value)
+        _fail(
+            name,
+            f'a GeoJSON geometry {{"type": one of {sorted(_GEOJSON_TYPES)}, "coordinates": […]}}',
+            value,
+        )
+    if unknown := sorted(value.keys() - _GEOJSON_KEYS):
+        raise InvalidInput(
+            f"{name}: unknown keys {', '.join(unknown)} in a GeoJSON geometry",
+            detail={"field": name},
+        )
+    polygons = {"Polygon": [value["coordinates"]], "MultiPolygon": value["coordinates"]}
+    for polygon in polygons.get(value["type"], []):
+        for ring in polygon if isinstance(polygon, list) else [None]:
+            if not isinstance(ring, list) or len(ring) < 4 or ring[0] != ring[-1]:
+                _fail(
+                    name, "polygon rings of 4 or more positions, the last equal to the first", value
+                )
+    if as_geometry(value) is None:
+        _fail(name, "a valid GeoJSON geometry (closed rings, no self-intersection)", value)
 
 
 def _filter(name: str, value: Any) -> None:
@@ -132,6 +177,8 @@ class CollectionSpec:
     admin_only_add: bool = False
     namespaced: bool = False
     """Whether `prefix:key` attributes need a data-record-key-prefix resource."""
+    secrets: frozenset[str] = frozenset()
+    """Attributes stored but never shown in any response (webhook secrets, secret keys)."""
 
     def validate(self, document: Mapping[str, Any]) -> None:
         """Raise InvalidInput naming the first missing or mistyped attribute."""
@@ -157,6 +204,9 @@ COLLECTIONS: Mapping[str, CollectionSpec] = {
                 "location": _location,
                 "geometry": _geometry,
                 "resource:object": _string,
+                "model:name": _non_empty_string,
+                "model:version": _non_empty_string,
+                "model:hash-algo": _hash_algorithm,
             },
             required=frozenset({"infrastructure-service"}),
             namespaced=True,
@@ -169,6 +219,54 @@ COLLECTIONS: Mapping[str, CollectionSpec] = {
                 "data-record-filter": _filter,
                 "module-filter": _filter,
             },
+        ),
+        CollectionSpec(
+            SUBSCRIPTION_COLLECTION,
+            {
+                **_COMMON,
+                "data-set": _non_empty_string,
+                "collection": _non_empty_string,
+                "filter": _filter,
+                "delivery": check_delivery,
+            },
+            secrets=frozenset({WEBHOOK_SECRET}),
+        ),
+        CollectionSpec(
+            "data-object",
+            {
+                **_COMMON,
+                "subtype": _string,
+                "object-type": _string,
+                "state": _string,
+                "bucket": _string,
+                "object": _non_empty_string,
+                "credential": _non_empty_string,
+                "content-type": _string,
+                "bytes": _bytes,
+                "md5sum": _md5,
+                "sha256": _sha256,
+                "check-value": _check_value,
+                "timestamp": _timestamp,
+                "location": _location,
+            },
+            required=frozenset({"object", "credential", "bucket"}),
+        ),
+        CollectionSpec(
+            "infrastructure-service",
+            {**_COMMON, "subtype": _string, "endpoint": _non_empty_string, "region": _string},
+            required=frozenset({"subtype", "endpoint"}),
+        ),
+        CollectionSpec(
+            "credential",
+            {
+                **_COMMON,
+                "subtype": _string,
+                "parent": _non_empty_string,
+                "access-key": _non_empty_string,
+                "secret-key": _non_empty_string,
+            },
+            required=frozenset({"subtype", "parent", "access-key", "secret-key"}),
+            secrets=frozenset({"secret-key"}),
         ),
         CollectionSpec(
             KEY_PREFIX_COLLECTION,

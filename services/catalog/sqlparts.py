@@ -2,8 +2,9 @@
 
 Each construct renders the same meaning on both backends (the JSON type of a value, code-point
 string order, a viewers-array overlap, array elements as rows, `id IN` a JSON array, the
-jsonb_path_ops containment); `JsonPath` and `ELEMENT` type a document's attribute, or the current
-array element, over them. Every search, geo match and aggregation reads documents through these.
+jsonb_path_ops containment, or any condition written once per dialect); `JsonPath` and
+`ELEMENT` type a document's attribute, or the current array element, over them. Every search,
+geo match and aggregation reads documents through these.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "elements",
     "id_in",
     "json_kind",
+    "per_dialect",
     "viewers_overlap",
 ]
 
@@ -177,6 +179,24 @@ def _id_in_sqlite(element: id_in, compiler: SQLCompiler, **kw: Any) -> str:
 def _id_in_postgresql(element: id_in, compiler: SQLCompiler, **kw: Any) -> str:
     column, ids = (compiler.process(arg, **kw) for arg in element.clauses)
     return f"({column} IN (SELECT jsonb_array_elements_text(CAST({ids} AS JSONB))))"
+
+
+class per_dialect(sa.sql.functions.FunctionElement[bool]):
+    """A condition written twice: the first argument on PostgreSQL, the second on SQLite."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "per_dialect"
+
+
+@compiles(per_dialect, "sqlite")
+def _per_dialect_sqlite(element: per_dialect, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses.clauses[1], **kw)})"
+
+
+@compiles(per_dialect, "postgresql")
+def _per_dialect_postgresql(element: per_dialect, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses.clauses[0], **kw)})"
 
 
 class element_kind(sa.sql.functions.FunctionElement[str]):

@@ -22,7 +22,9 @@ RECORD = {"infrastructure-service": "infrastructure-service/s3-edge", "name": "s
 
 @pytest.fixture
 async def app(database_url: str, identity_jwks_path: Path) -> AsyncIterator[Any]:
-    settings = CatalogSettings(database_url=database_url, identity_jwks=str(identity_jwks_path))
+    settings = CatalogSettings(
+        database_url=database_url, identity_jwks=str(identity_jwks_path), nats_url=""
+    )
     yield create_app(settings)
 
 
@@ -360,6 +362,22 @@ async def test_namespaced_keys_need_a_defined_prefix(
         ({**RECORD, "location": [1]}, "location"),
         ({**RECORD, "location": [200, 0]}, "location"),
         ({**RECORD, "geometry": {"type": "Point"}}, "geometry"),
+        ({**RECORD, "geometry": {"type": "Pointy", "coordinates": [1, 2]}}, "geometry"),
+        ({**RECORD, "geometry": {"type": "Point", "coordinates": [1, 2], "crs": 1}}, "geometry"),
+        (
+            {**RECORD, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0]]]}},
+            "geometry",
+        ),
+        (
+            {
+                **RECORD,
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]],
+                },
+            },
+            "geometry",
+        ),
         ({**RECORD, "content-type": 3}, "content-type"),
         ({**RECORD, "resource:object": ["k"]}, "resource:object"),
         ({**RECORD, "acl": {"owners": []}}, "acl.owners"),

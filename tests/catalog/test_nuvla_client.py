@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from nuvla.api import Api
 from nuvla.api.api import NuvlaError
+from nuvla.api.resources.data import DataObjectS3
 
+from servicekit.infra import S3Endpoint
 from servicekit.infra.ports import free_port
 from servicekit.testing import ServiceProcess
 
@@ -25,6 +28,7 @@ def catalog(
         "EXTRACT_CATALOG_DATABASE_URL": sqlite_database_url,
         "EXTRACT_CATALOG_IDENTITY_JWKS": str(identity_jwks_path),
         "EXTRACT_HOME": str(tmp_path / "home"),
+        "EXTRACT_CATALOG_NATS_URL": "",
     }
     process = ServiceProcess("services.catalog", tmp_path, env=env, port=port)
     process.start(timeout=60)
@@ -116,3 +120,63 @@ def test_nuvla_client_error_carries_the_catalog_message(api: Api) -> None:
         api.add("data-record", {"name": "missing its service"})
     with pytest.raises(NuvlaError, match="Invalid CIMI filter"):
         api.search("data-record", filter="name=((")
+
+
+@pytest.fixture
+def catalog_with_s3(
+    tmp_path: Path, sqlite_database_url: str, identity_jwks_path: Path, s3_endpoint: S3Endpoint
+) -> Iterator[ServiceProcess]:
+    port = free_port()
+    env = {
+        "EXTRACT_CATALOG_PORT": str(port),
+        "EXTRACT_CATALOG_DATABASE_URL": sqlite_database_url,
+        "EXTRACT_CATALOG_IDENTITY_JWKS": str(identity_jwks_path),
+        "EXTRACT_HOME": str(tmp_path / "home"),
+        "EXTRACT_CATALOG_NATS_URL": "",
+        "EXTRACT_CATALOG_S3_ENDPOINT": s3_endpoint.url,
+        "EXTRACT_CATALOG_S3_ACCESS_KEY": s3_endpoint.access_key,
+        "EXTRACT_CATALOG_S3_SECRET_KEY": s3_endpoint.secret_key,
+        "EXTRACT_CATALOG_S3_REGION": s3_endpoint.region,
+    }
+    process = ServiceProcess("services.catalog", tmp_path, env=env, port=port)
+    process.start(timeout=60)
+    yield process
+    process.stop()
+
+
+def test_nuvla_client_data_object_upload_ready_download(
+    catalog_with_s3: ServiceProcess, mint_token: Callable[..., str]
+) -> None:
+    client = Api(endpoint=catalog_with_s3.url, insecure=True, persist_cookie=False)
+    client.session.headers["Authorization"] = f"Bearer {mint_token('user/alice')}"
+    credential = client.search("credential").resources[0].id
+    content = b"\x00raw spectrum\xff" * 4096
+
+    # The client's own helper: create from the generic template, upload, PUT, ready.
+    helper = DataObjectS3(client)
+    resource_id = helper.create(
+        content, "extract-data", "spectra/raw.bin", credential, "application/octet-stream"
+    )
+    data_object = client.get(resource_id)
+    assert data_object.data["state"] == "READY"
+    assert data_object.data["bytes"] == len(content)
+    assert set(data_object.operations) == {"edit", "delete", "download"}
+    assert helper.get_content(resource_id) == content
+
+    # The same steps by hand, as the Nuvla tutorial does them.
+    added = client.add(
+        "data-object",
+        {"template": {"href": "data-object-template/generic", "object": "spectra/b.bin"}},
+    )
+    second = client.get(added.data["resource-id"])
+    upload = client.operation(second, "upload")
+    assert httpx.put(upload.data["uri"], content=content, timeout=30).status_code == 200
+    with pytest.raises(NuvlaError, match="Invalid state 'UPLOADING' for 'download'"):
+        client.operation(client.get(second.id), "download")
+    ready = client.operation(client.get(second.id), "ready")
+    assert ready.data["state"] == "READY"
+    download = client.operation(client.get(second.id), "download")
+    assert httpx.get(download.data["uri"], timeout=30).content == content
+
+    client.delete(second.id)
+    assert httpx.get(download.data["uri"], timeout=30).status_code == 404

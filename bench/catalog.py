@@ -1,0 +1,289 @@
+"""Catalog search benchmark: the catalog's HTTP API (uvicorn) vs the same work in raw SQL.
+
+    python -m bench.catalog [--records 100000] [--operations 200] [--concurrency 1 8]
+
+Creates a throwaway PostgreSQL database (EXTRACT_BENCH_PG_URL, a libpq URL of a server where
+one may be created, or 127.0.0.1:5432), migrates it, seeds `--records` data-records, serves the
+catalog from it in a real `python -m services.catalog` process, then runs each path at each
+concurrency, side by side with asyncpg running the hand-written SQL that gives the same
+answer over the same indexes (the generated hot columns, the viewers GIN index), with
+PostgreSQL's JIT off as the catalog sets it:
+
+- search: a 3-predicate filter + orderby, first page of 50, with its exact count;
+- count: every visible data-record (`last=0`);
+- insert: one data-record per request;
+- bulk insert: `--bulk-size` data-records per request (`bulk: yes`), rate in records/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import sqlalchemy as sa
+
+import services.catalog
+from bench._stats import Result, print_table
+from bench.outbox import postgres_database
+from servicekit.db import create_engine, session_factory
+from servicekit.infra import free_port
+from servicekit.migrate import migrate_service_database
+from servicekit.security import Identity, SigningKey, issue_identity_token, write_jwks
+from servicekit.testing import ServiceProcess
+from services.catalog.query import insert_resources, normalize_timestamp
+
+MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
+PRINCIPAL = "user/bench"
+OTHERS = ("user/other", "group/elsewhere")
+SERVICES = [f"infrastructure-service/s3-{n}" for n in range(10)]
+STATES = ("new", "ready", "gone")
+FILTER = "state='ready' and bytes>500000 and infrastructure-service='infrastructure-service/s3-3'"
+ORDERBY = "timestamp:desc"
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+# Written to use the same indexes: `hot_<attr>_n IS NULL` lets a (collection, n, s, id) index
+# range on the string column.
+RAW_WHERE = """collection = 'data-record' AND viewers ?| $1::text[]
+    AND hot_state_n IS NULL AND hot_state_s = 'ready' AND hot_bytes_n > 500000
+    AND hot_infrastructure_service_n IS NULL
+    AND hot_infrastructure_service_s = 'infrastructure-service/s3-3'"""
+RAW_PAGE = f"""SELECT document FROM catalog_resources WHERE {RAW_WHERE}
+    ORDER BY hot_timestamp_n DESC NULLS LAST, hot_timestamp_s DESC NULLS LAST, id LIMIT 50"""
+RAW_COUNT = f"SELECT count(*) FROM catalog_resources WHERE {RAW_WHERE}"
+RAW_COUNT_ALL = (
+    "SELECT count(*) FROM catalog_resources WHERE collection = 'data-record' "
+    "AND viewers ?| $1::text[]"
+)
+RAW_INSERT = """INSERT INTO catalog_resources (id, collection, document, created, updated, viewers)
+    VALUES ($1, 'data-record', $2::jsonb, $3, $3, $4::jsonb)"""
+
+
+def record(n: int, rng: random.Random) -> dict[str, Any]:
+    owner = PRINCIPAL if n % 4 else rng.choice(OTHERS)  # a quarter belongs to someone else
+    moment = EPOCH + timedelta(seconds=rng.randrange(300 * 86400))
+    return {
+        "infrastructure-service": rng.choice(SERVICES),
+        "name": f"record {n}",
+        "description": f"spectrum {n % 1000} of campaign {n % 37}",
+        "timestamp": normalize_timestamp(moment),
+        "bytes": rng.randrange(1_000_000),
+        "state": rng.choice(STATES),
+        "tags": ["bench", f"t{n % 11}"],
+        "acl": {"owners": [owner]},
+    }
+
+
+async def seed(url: str, count: int) -> None:
+    rng = random.Random(7)
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            for start in range(0, count, 5_000):
+                batch = []
+                for n in range(start, min(start + 5_000, count)):
+                    document = record(n, rng)
+                    document |= {
+                        "id": f"data-record/{uuid.uuid4()}",
+                        "resource-type": "data-record",
+                    }
+                    batch.append(document)
+                await insert_resources(session, batch)
+                await session.commit()
+            await session.execute(sa.text("ANALYZE catalog_resources"))
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def measure(
+    name: str, operations: int, concurrency: int, work: Callable[[int], Awaitable[int]]
+) -> Result:
+    """`operations` calls of work(n) (each returning how many items it did), `concurrency` at
+    a time; latencies per call, the rate in items."""
+    latencies: list[float] = []
+    done = 0
+    queue = iter(range(operations))
+
+    async def worker() -> None:
+        nonlocal done
+        for n in queue:
+            sent = time.perf_counter()
+            done += await work(n)
+            latencies.append(time.perf_counter() - sent)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(name, done, time.perf_counter() - start, latencies)
+
+
+def expect(response: httpx.Response, status: int) -> dict[str, Any]:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
+    return response.json()
+
+
+async def run(records: int, operations: int, levels: list[int], bulk_size: int) -> None:
+    async with postgres_database() as url:
+        if url is None:
+            return
+        print(f"seeding {records:,} data-records …", flush=True)
+        await migrate_service_database(url, MIGRATIONS, "catalog_alembic_version")
+        started = time.perf_counter()
+        await seed(url, records)
+        print(f"seeded in {time.perf_counter() - started:.1f} s", flush=True)
+        with tempfile.TemporaryDirectory(prefix="extract-bench-") as scratch:
+            key = SigningKey.generate()
+            write_jwks(Path(scratch) / "jwks.json", [key])
+            port = free_port()
+            catalog = ServiceProcess(
+                "services.catalog",
+                Path(scratch),
+                port=port,
+                env={
+                    "EXTRACT_CATALOG_PORT": str(port),
+                    "EXTRACT_HOME": scratch,
+                    "EXTRACT_CATALOG_DATABASE_URL": url,
+                    "EXTRACT_CATALOG_IDENTITY_JWKS": str(Path(scratch) / "jwks.json"),
+                    "EXTRACT_CATALOG_NATS_URL": "",
+                    "EXTRACT_CATALOG_LOG_LEVEL": "warning",
+                },
+            )
+            catalog.start()
+            try:
+                token = issue_identity_token(key, PRINCIPAL, (), ttl=3600)
+                await compare(url, catalog.url, token, operations, levels, bulk_size)
+            finally:
+                catalog.stop()
+
+
+async def compare(
+    url: str, base_url: str, token: str, operations: int, levels: list[int], bulk_size: int
+) -> None:
+    claims = sorted(Identity(PRINCIPAL).claims)
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+    settings = {"jit": "off"}
+    async with (
+        asyncpg.create_pool(
+            dsn, min_size=max(levels), max_size=max(levels), server_settings=settings
+        ) as pool,
+        httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            limits=limits,
+            timeout=60,
+        ) as client,
+    ):
+        expected = await client.get(
+            "/api/data-record", params={"filter": FILTER, "orderby": ORDERBY, "last": 50}
+        )
+        body = expect(expected, 200)
+        async with pool.acquire() as connection:
+            raw_ids = [json.loads(row[0])["id"] for row in await connection.fetch(RAW_PAGE, claims)]
+            raw_count = await connection.fetchval(RAW_COUNT, claims)
+        if [r["id"] for r in body["resources"]] != raw_ids or body["count"] != raw_count:
+            raise RuntimeError("the API and the raw SQL disagree on the search's answer")
+        print(f"search matches {raw_count:,} of the visible records; first page agrees\n")
+
+        async def api_search(_: int) -> int:
+            params = {"filter": FILTER, "orderby": ORDERBY, "last": 50}
+            expect(await client.get("/api/data-record", params=params), 200)
+            return 1
+
+        async def raw_search(_: int) -> int:
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.fetchval(RAW_COUNT, claims)
+                await connection.fetch(RAW_PAGE, claims)
+            return 1
+
+        async def api_count(_: int) -> int:
+            expect(await client.get("/api/data-record", params={"last": 0}), 200)
+            return 1
+
+        async def raw_count_all(_: int) -> int:
+            await pool.fetchval(RAW_COUNT_ALL, claims)
+            return 1
+
+        rng = random.Random(11)
+
+        def body_of(n: int) -> dict[str, Any]:
+            document = record(n, rng)
+            del document["acl"]
+            return document
+
+        def raw_row(n: int) -> tuple[Any, ...]:
+            now = datetime.now(UTC)
+            document = body_of(n) | {
+                "id": f"data-record/{uuid.uuid4()}",
+                "resource-type": "data-record",
+                "created": normalize_timestamp(now),
+                "updated": normalize_timestamp(now),
+                "created-by": PRINCIPAL,
+                "acl": {"owners": [PRINCIPAL]},
+            }
+            return (document["id"], json.dumps(document), now, json.dumps([PRINCIPAL]))
+
+        async def api_insert(n: int) -> int:
+            expect(await client.post("/api/data-record", json=body_of(n)), 201)
+            return 1
+
+        async def raw_insert(n: int) -> int:
+            await pool.execute(RAW_INSERT, *raw_row(n))
+            return 1
+
+        async def api_bulk(n: int) -> int:
+            bodies = [body_of(n * bulk_size + i) for i in range(bulk_size)]
+            response = await client.post("/api/data-record", json=bodies, headers={"bulk": "yes"})
+            return expect(response, 201)["count"]
+
+        async def raw_bulk(n: int) -> int:
+            rows = [raw_row(n * bulk_size + i) for i in range(bulk_size)]
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.executemany(RAW_INSERT, rows)
+            return bulk_size
+
+        paths = [
+            ("search: 3-predicate filter + orderby, page of 50 + count", raw_search, api_search),
+            ("count over every visible record", raw_count_all, api_count),
+            ("insert: one record per request", raw_insert, api_insert),
+            (f"bulk insert: {bulk_size} records per request", raw_bulk, api_bulk),
+        ]
+        for title, raw, ours in paths:
+            for level in levels:
+                count = operations if "bulk" not in title else max(operations // 10, level)
+                rows = [
+                    await measure(f"raw SQL (asyncpg), concurrency {level}", count, level, raw),
+                    await measure(f"catalog HTTP API, concurrency {level}", count, level, ours),
+                ]
+                print(f"{title} — {count} requests, concurrency {level}")
+                print_table(rows)
+                print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.catalog", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--records", type=int, default=100_000, help="seeded (100000)")
+    parser.add_argument(
+        "--operations", type=int, default=200, help="requests per path and level (200)"
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="levels (1 8)")
+    parser.add_argument("--bulk-size", type=int, default=100, help="records per bulk (100)")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.records, args.operations, args.concurrency, args.bulk_size))
+
+
+if __name__ == "__main__":
+    main()
