@@ -1,0 +1,286 @@
+"""SkyStore benchmark: the S3 proxy vs direct SeaweedFS access, side by side in one run.
+
+    python -m bench.skystore [--small 300] [--medium 40] [--large 3]
+
+Starts two SeaweedFS regions, the locator and one proxy per region (real uvicorn processes),
+then measures with the same boto3 client configuration on both paths: PUT and GET of 4 KiB,
+1 MiB and 64 MiB objects (throughput, p50/p99), HEAD and LIST latency, and a remote read (an
+object written at the edge, read through the cloud proxy) with and without copy_on_read.
+Targets (issue 5): large-object throughput >= 0.85x direct, +p50 on 4 KiB GET <= 2 ms,
+HEAD p50 <= 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from bench._stats import Result, print_table
+from servicekit.infra.ports import free_port
+from servicekit.infra.seaweed import S3Endpoint
+from servicekit.testing import ServiceProcess
+from servicekit.testing.sources import s3_regions
+
+KiB, MiB = 1024, 1024 * 1024
+EDGE, CLOUD = "local:edge", "local:cloud"
+
+
+def _client(url: str, key: str, secret: str) -> Any:
+    config = Config(
+        s3={"addressing_style": "path"},
+        signature_version="s3v4",
+        max_pool_connections=4,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=config,
+    )
+
+
+def _timed(
+    name: str, count: int, operation: Callable[[int], Any], note: str = "", volume: int = 0
+) -> Result:
+    latencies = []
+    start = time.perf_counter()
+    for i in range(count):
+        began = time.perf_counter()
+        operation(i)
+        latencies.append(time.perf_counter() - began)
+    seconds = time.perf_counter() - start
+    if volume:
+        note = f"{volume * count / seconds / MiB:,.1f} MiB/s {note}".strip()
+    return Result(name, count, seconds, latencies, note)
+
+
+def _start_skystore(root: Path, regions: dict[str, S3Endpoint], stack: ExitStack) -> dict[str, str]:
+    ini = root / "regions.ini"
+    ini.write_text(
+        "".join(
+            f"[{n}]\naws_access_key_id = {e.access_key}\naws_secret_access_key = {e.secret_key}\n"
+            for n, e in regions.items()
+        )
+    )
+    document = {
+        "regions": [
+            {"name": n, "endpoint": e.url, "credentials": f"file:{ini}#{n}"}
+            for n, e in regions.items()
+        ],
+        "links": [
+            {"src": EDGE, "dst": CLOUD, "latency_ms": 20, "egress_cost": 0.09},
+            {"src": CLOUD, "dst": EDGE, "latency_ms": 20, "egress_cost": 0.09},
+        ],
+    }
+    (root / "regions.json").write_text(json.dumps(document))
+    common = {
+        "EXTRACT_HOME": str(root),
+        "EXTRACT_SKYSTORE_NATS_URL": "",
+        "EXTRACT_SKYSTORE_PROXY_LOG_LEVEL": "warning",
+        "EXTRACT_SKYSTORE_LOG_LEVEL": "warning",
+    }
+    port = free_port()
+    locator = ServiceProcess(
+        "services.skystore.locator",
+        root,
+        env={
+            **common,
+            "EXTRACT_SKYSTORE_PORT": str(port),
+            "EXTRACT_SKYSTORE_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'locator.sqlite'}",
+            "EXTRACT_SKYSTORE_REGIONS_FILE": str(root / "regions.json"),
+            "EXTRACT_SKYSTORE_ADMIN_CREDENTIALS": str(root / "s3-credentials"),
+        },
+        port=port,
+    )
+    locator.start()
+    stack.callback(locator.stop)
+    urls = {}
+    for region in regions:
+        port = free_port()
+        log_dir = root / region.replace(":", "-")
+        log_dir.mkdir()
+        proxy = ServiceProcess(
+            "services.skystore.proxy",
+            log_dir,
+            env={
+                **common,
+                "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
+                "EXTRACT_SKYSTORE_PROXY_REGION": region,
+                "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": locator.url,
+            },
+            port=port,
+        )
+        proxy.start()
+        stack.callback(proxy.stop)
+        urls[region] = proxy.url
+    urls["locator"] = locator.url
+    return urls
+
+
+def _object_rows(direct: Any, proxy: Any, size: int, count: int) -> list[Result]:
+    body = os.urandom(size)
+    bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
+    direct.create_bucket(Bucket=bucket_direct)
+    proxy.create_bucket(Bucket=bucket_proxy)
+    label = f"{size // MiB} MiB" if size >= MiB else f"{size // KiB} KiB"
+    rows = [
+        _timed(
+            f"direct PUT {label}",
+            count,
+            lambda i: direct.put_object(Bucket=bucket_direct, Key=f"k{i}", Body=body),
+            volume=size,
+        ),
+        _timed(
+            f"proxy  PUT {label}",
+            count,
+            lambda i: proxy.put_object(Bucket=bucket_proxy, Key=f"k{i}", Body=body),
+            volume=size,
+        ),
+        _timed(
+            f"direct GET {label}",
+            count,
+            lambda i: direct.get_object(Bucket=bucket_direct, Key=f"k{i}")["Body"].read(),
+            volume=size,
+        ),
+        _timed(
+            f"proxy  GET {label}",
+            count,
+            lambda i: proxy.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
+            volume=size,
+        ),
+    ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.skystore")
+    parser.add_argument("--small", type=int, default=300, help="4 KiB operations")
+    parser.add_argument("--medium", type=int, default=40, help="1 MiB operations")
+    parser.add_argument("--large", type=int, default=3, help="64 MiB operations")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-skystore-")))
+        regions = stack.enter_context(s3_regions(stack))
+        urls = _start_skystore(root, regions, stack)
+        key = httpx.post(
+            f"{urls['locator']}/access-keys",
+            json={"principal": "user/bench"},
+            headers={
+                "Authorization": f"Bearer {(root / 'keys' / 'skystore-internal.token').read_text()}"
+            },
+        ).json()
+        edge = regions[EDGE]
+        direct = _client(edge.url, edge.access_key, edge.secret_key)
+        proxy = _client(urls[EDGE], key["key_id"], key["secret"])
+        cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
+        today = time.strftime("%Y-%m-%d")
+        print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")
+        for size, count in ((4 * KiB, args.small), (MiB, args.medium), (64 * MiB, args.large)):
+            rows = _object_rows(direct, proxy, size, count)
+            print()
+            print_table([rows[0], rows[1]])
+            print()
+            print_table([rows[2], rows[3]])
+        bucket_d, bucket_p = f"h-{uuid.uuid4().hex[:8]}", f"h-{uuid.uuid4().hex[:8]}"
+        direct.create_bucket(Bucket=bucket_d)
+        proxy.create_bucket(Bucket=bucket_p)
+        for i in range(100):
+            direct.put_object(Bucket=bucket_d, Key=f"dir/k{i:03d}", Body=b"x")
+            proxy.put_object(Bucket=bucket_p, Key=f"dir/k{i:03d}", Body=b"x")
+        n = args.small
+        print()
+        print_table(
+            [
+                _timed(
+                    "direct HEAD",
+                    n,
+                    lambda i: direct.head_object(Bucket=bucket_d, Key=f"dir/k{i % 100:03d}"),
+                ),
+                _timed(
+                    "proxy  HEAD",
+                    n,
+                    lambda i: proxy.head_object(Bucket=bucket_p, Key=f"dir/k{i % 100:03d}"),
+                ),
+            ]
+        )
+        print()
+        print_table(
+            [
+                _timed(
+                    "direct LIST 100 keys",
+                    n // 3,
+                    lambda i: direct.list_objects_v2(Bucket=bucket_d, Prefix="dir/"),
+                ),
+                _timed(
+                    "proxy  LIST 100 keys",
+                    n // 3,
+                    lambda i: proxy.list_objects_v2(Bucket=bucket_p, Prefix="dir/"),
+                ),
+            ]
+        )
+        body = os.urandom(MiB)
+        plain = f"r-{uuid.uuid4().hex[:8]}"
+        cached = f"c-{uuid.uuid4().hex[:8]}"
+        proxy.create_bucket(Bucket=plain)
+        proxy.meta.events.register(
+            "before-sign.s3.CreateBucket",
+            lambda request, **_: request.headers.__setitem__(
+                "x-skystore-placement", "copy_on_read"
+            ),
+        )
+        proxy.create_bucket(Bucket=cached)
+        for bucket in (plain, cached):
+            proxy.put_object(Bucket=bucket, Key="obj", Body=body)
+        count = args.medium
+        print()
+        print_table(
+            [
+                _timed(
+                    "local GET 1 MiB (edge proxy)",
+                    count,
+                    lambda i: proxy.get_object(Bucket=plain, Key="obj")["Body"].read(),
+                    volume=MiB,
+                ),
+                _timed(
+                    "remote GET 1 MiB, write_local (cloud proxy)",
+                    count,
+                    lambda i: cloud_proxy.get_object(Bucket=plain, Key="obj")["Body"].read(),
+                    volume=MiB,
+                ),
+                _timed(
+                    "remote GET 1 MiB, copy_on_read (cloud proxy)",
+                    count,
+                    lambda i: cloud_proxy.get_object(Bucket=cached, Key="obj")["Body"].read(),
+                    volume=MiB,
+                    note="first read copies",
+                ),
+            ]
+        )
+        metrics = httpx.get(f"{urls[CLOUD]}/metrics").text
+        served = [
+            line for line in metrics.splitlines() if line.startswith("skystore_bytes_read_total")
+        ]
+        print()
+        print("bytes served by the cloud proxy, by source region:")
+        for line in served:
+            print("  " + line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The locator's internal REST API for the proxies: thin routes over store, listing and registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicekit.errors import Unauthorized
+from services.skystore.locator import listing, reaper, registry, replicas, store
+from services.skystore.schemas import (
+    AccessKey,
+    Bucket,
+    BucketCreate,
+    Committed,
+    Garbage,
+    Link,
+    ListPage,
+    Locator,
+    ObjectInfo,
+    Region,
+    UploadComplete,
+    UploadStart,
+)
+
+__all__ = ["locator_router"]
+
+
+class KeyRequest(BaseModel):
+    principal: str
+
+
+class PhysicalUpload(BaseModel):
+    region: str
+    physical_upload_id: str
+
+
+class PolicyRequest(BaseModel):
+    policy: str
+
+
+class ReplicaRequest(BaseModel):
+    region: str
+
+
+class Removed(BaseModel):
+    locator_ids: list[int] = Field(max_length=10_000)
+
+
+def _authorised(request: Request) -> None:
+    expected: str = request.app.state.internal_token
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized(
+            "the locator's API is for SkyStore proxies: send the internal bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _read(request: Request) -> AsyncSession:
+    return request.app.state.sessions()
+
+
+def _write(request: Request) -> AsyncContextManager[AsyncSession]:
+    # The route owns the transaction: it commits before the response leaves.
+    return request.app.state.sessions.begin()
+
+
+def _now(request: Request) -> datetime:
+    return request.app.state.clock()
+
+
+def locator_router() -> APIRouter:
+    router = APIRouter(dependencies=[Depends(_authorised)])
+
+    @router.put("/regions/{name}")
+    async def put_region(name: str, region: Region, request: Request) -> Region:
+        async with _write(request) as session:
+            region = region.model_copy(update={"name": name})
+            return await registry.put_region(session, region=region, now=_now(request))
+
+    @router.get("/regions")
+    async def get_regions(request: Request) -> list[Region]:
+        async with _read(request) as session:
+            return await registry.list_regions(session)
+
+    @router.put("/links")
+    async def put_link(link: Link, request: Request) -> Link:
+        async with _write(request) as session:
+            return await registry.put_link(session, link=link)
+
+    @router.get("/links")
+    async def get_links(request: Request) -> list[Link]:
+        async with _read(request) as session:
+            return await registry.list_links(session)
+
+    @router.post("/access-keys", status_code=201)
+    async def create_key(body: KeyRequest, request: Request) -> AccessKey:
+        secrets_box = request.app.state.secrets_box
+        async with _write(request) as session:
+            return await registry.create_access_key(
+                session, principal=body.principal, secrets_box=secrets_box, now=_now(request)
+            )
+
+    @router.get("/access-keys/{key_id}")
+    async def get_key(key_id: str, request: Request) -> AccessKey:
+        async with _read(request) as session:
+            return await registry.get_access_key(
+                session, key_id=key_id, secrets_box=request.app.state.secrets_box
+            )
+
+    @router.get("/buckets")
+    async def get_buckets(request: Request, owner: str | None = None) -> list[Bucket]:
+        async with _read(request) as session:
+            return await store.list_buckets(session, owner=owner)
+
+    @router.post("/buckets", status_code=201)
+    async def start_bucket(body: BucketCreate, request: Request) -> Bucket:
+        policy = request.app.state.settings.default_policy
+        async with _write(request) as session:
+            return await store.start_create_bucket(
+                session, request=body, default_policy=policy, now=_now(request)
+            )
+
+    @router.get("/buckets/{name}")
+    async def get_bucket(name: str, request: Request) -> Bucket:
+        async with _read(request) as session:
+            return await store.get_bucket(session, name)
+
+    @router.put("/buckets/{name}/policy")
+    async def set_policy(name: str, body: PolicyRequest, request: Request) -> Bucket:
+        async with _write(request) as session:
+            return await store.set_policy(session, name=name, policy=body.policy)
+
+    @router.post("/buckets/{name}/complete")
+    async def complete_bucket(name: str, request: Request) -> Bucket:
+        async with _write(request) as session:
+            return await store.complete_create_bucket(session, name=name)
+
+    @router.delete("/buckets/{name}")
+    async def start_bucket_deletion(name: str, request: Request) -> Bucket:
+        async with _write(request) as session:
+            return await store.start_delete_bucket(session, name=name)
+
+    @router.post("/buckets/{name}/removed", status_code=204)
+    async def bucket_removed(name: str, request: Request) -> None:
+        async with _write(request) as session:
+            await store.complete_delete_bucket(session, name=name)
+
+    @router.get("/buckets/{name}/list")
+    async def list_objects(
+        name: str,
+        request: Request,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: Annotated[int, Query(ge=0)] = listing.MAX_KEYS,
+    ) -> ListPage:
+        async with _read(request) as session:
+            return await listing.list_objects(
+                session,
+                bucket=name,
+                prefix=prefix,
+                delimiter=delimiter,
+                marker=marker,
+                max_keys=max_keys,
+            )
+
+    @router.get("/buckets/{name}/objects/{key:path}")
+    async def get_object(name: str, key: str, request: Request) -> ObjectInfo:
+        async with _read(request) as session:
+            return await store.get_object(session, bucket=name, key=key)
+
+    @router.delete("/buckets/{name}/objects/{key:path}")
+    async def delete_object(name: str, key: str, request: Request) -> list[Garbage]:
+        async with _write(request) as session:
+            return await store.start_delete_object(session, bucket=name, key=key)
+
+    @router.get("/buckets/{name}/multipart")
+    async def list_uploads(name: str, request: Request, prefix: str = "") -> list[ObjectInfo]:
+        async with _read(request) as session:
+            return await store.list_uploads(session, bucket=name, prefix=prefix)
+
+    @router.get("/buckets/{name}/multipart/{upload_id}")
+    async def get_upload(name: str, upload_id: str, request: Request) -> ObjectInfo:
+        async with _read(request) as session:
+            return await store.get_upload(session, bucket=name, upload_id=upload_id)
+
+    @router.post("/uploads", status_code=201)
+    async def start_upload(body: UploadStart, request: Request) -> ObjectInfo:
+        async with _write(request) as session:
+            return await store.start_upload(session, request=body, now=_now(request))
+
+    @router.put("/uploads/{object_id}/physical", status_code=204)
+    async def physical_upload(object_id: int, body: PhysicalUpload, request: Request) -> None:
+        async with _write(request) as session:
+            await store.set_physical_upload(
+                session,
+                object_id=object_id,
+                region=body.region,
+                physical_upload_id=body.physical_upload_id,
+            )
+
+    @router.post("/uploads/{object_id}/complete")
+    async def complete_upload(object_id: int, body: UploadComplete, request: Request) -> Committed:
+        async with _write(request) as session:
+            return await store.complete_upload(
+                session, object_id=object_id, done=body, now=_now(request)
+            )
+
+    @router.post("/uploads/{object_id}/abort")
+    async def abort_upload(object_id: int, request: Request) -> list[Garbage]:
+        async with _write(request) as session:
+            return await store.abort_upload(session, object_id=object_id)
+
+    @router.post("/uploads/{object_id}/replicas", status_code=201)
+    async def start_replica(object_id: int, body: ReplicaRequest, request: Request) -> Locator:
+        async with _write(request) as session:
+            return await replicas.start_replica(
+                session, object_id=object_id, region=body.region, now=_now(request)
+            )
+
+    @router.post("/replicas/{locator_id}/complete")
+    async def complete_replica(locator_id: int, request: Request) -> Locator:
+        async with _write(request) as session:
+            return await replicas.complete_replica(
+                session, locator_id=locator_id, now=_now(request)
+            )
+
+    @router.post("/replicas/{locator_id}/abort")
+    async def abort_replica(locator_id: int, request: Request) -> list[Garbage]:
+        async with _write(request) as session:
+            return await replicas.abort_replica(session, locator_id=locator_id)
+
+    @router.post("/replicas/{locator_id}/read", status_code=204)
+    async def replica_read(locator_id: int, request: Request) -> None:
+        async with _write(request) as session:
+            await replicas.touch(session, locator_id=locator_id, now=_now(request))
+
+    @router.post("/garbage/removed", status_code=204)
+    async def garbage_removed(body: Removed, request: Request) -> None:
+        async with _write(request) as session:
+            await reaper.forget_garbage(session, locator_ids=body.locator_ids)
+
+    @router.post("/sweep")
+    async def sweep(request: Request) -> dict[str, int]:
+        done = await request.app.state.collector.sweep_once()
+        return dataclasses.asdict(done)
+
+    return router

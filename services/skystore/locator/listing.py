@@ -1,0 +1,90 @@
+"""ListObjects V1/V2 over ready versions: prefix, delimiter roll-up, markers, UTF-8 byte order."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.skystore.locator.store import get_bucket, object_from_row
+from services.skystore.schemas import ListPage, ObjectInfo
+from services.skystore.states import State
+from services.skystore.tables import objects
+
+__all__ = ["list_objects"]
+
+MAX_KEYS = 1000
+_BATCH = 1000
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest string greater than every string that starts with `prefix`."""
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates are not characters; none sorts between
+        last = 0xE000
+    if last > 0x10FFFF:
+        return prefix + "\U0010ffff"  # never reached by real keys: one level up would be exact
+    return prefix[:-1] + chr(last)
+
+
+async def list_objects(
+    session: AsyncSession,
+    *,
+    bucket: str,
+    prefix: str = "",
+    delimiter: str = "",
+    marker: str = "",
+    max_keys: int = MAX_KEYS,
+) -> ListPage:
+    """Keys after `marker` (exclusive) under `prefix`, with CommonPrefixes rolled up at
+    `delimiter`; `next_marker` resumes the listing (a key, or a common prefix to skip)."""
+    found = await get_bucket(session, bucket)
+    max_keys = max(0, min(max_keys, MAX_KEYS))
+    contents: list[ObjectInfo] = []
+    common: list[str] = []
+    lower, inclusive = marker, False
+    if delimiter and marker.startswith(prefix) and marker.endswith(delimiter):
+        rest = marker[len(prefix) :]
+        if rest.find(delimiter) == len(rest) - len(delimiter):
+            lower, inclusive = _after_prefix(marker), True  # a common prefix: skip all under it
+    if prefix and prefix > lower:
+        lower, inclusive = prefix, True
+    last = ""
+    while len(contents) + len(common) <= max_keys:
+        bound = objects.c.key >= lower if inclusive else objects.c.key > lower
+        query = (
+            sa.select(objects)
+            .where(objects.c.bucket_id == found.id, objects.c.status == State.READY, bound)
+            .order_by(objects.c.key)
+            .limit(_BATCH)
+        )
+        rows = (await session.execute(query)).all()
+        if not rows:
+            break
+        jumped = False
+        for row in rows:
+            key: str = row.key
+            if not key.startswith(prefix):
+                return ListPage(
+                    contents=contents, common_prefixes=common, is_truncated=False, next_marker=None
+                )
+            if len(contents) + len(common) == max_keys:
+                return ListPage(
+                    contents=contents,
+                    common_prefixes=common,
+                    is_truncated=True,
+                    next_marker=last or None,
+                )
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                rolled = key[: cut + len(delimiter)]
+                common.append(rolled)
+                last = rolled
+                lower, inclusive, jumped = _after_prefix(rolled), True, True
+                break
+            contents.append(object_from_row(row, bucket))
+            last = key
+        if not jumped:
+            if len(rows) < _BATCH:
+                break
+            lower, inclusive = rows[-1].key, False
+    return ListPage(contents=contents, common_prefixes=common, is_truncated=False, next_marker=None)

@@ -1,0 +1,206 @@
+"""Replicas beyond the written copies: copy-on-read and push replication, access times, and
+TTL eviction of non-base copies (the base copy is never evicted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicekit.errors import Conflict, NotFound
+from services.skystore.locator import events
+from services.skystore.locator.store import garbage_of, locator_of
+from services.skystore.schemas import Garbage, Locator
+from services.skystore.states import State, check_transition
+from services.skystore.tables import buckets, locators, objects, physical_buckets
+
+__all__ = [
+    "abort_replica",
+    "complete_replica",
+    "evict_expired",
+    "missing_replicas",
+    "start_replica",
+    "touch",
+]
+
+# (replica region, base region) -> how long an unread replica is kept; None = for ever.
+TTLFor = Callable[[str, str], timedelta | None]
+
+
+async def start_replica(
+    session: AsyncSession, *, object_id: int, region: str, now: datetime
+) -> Locator:
+    """Phase one of a new copy of a listed version in `region`."""
+    row = (
+        await session.execute(
+            sa.select(objects.c.id, objects.c.uid, objects.c.status, objects.c.bucket_id).where(
+                objects.c.id == object_id
+            )
+        )
+    ).first()
+    if row is None or row.status != State.READY:
+        raise NotFound(f"object {object_id} is not a listed version", code="NoSuchKey")
+    physical = (
+        await session.execute(
+            sa.select(physical_buckets.c.name).where(
+                physical_buckets.c.bucket_id == row.bucket_id, physical_buckets.c.region == region
+            )
+        )
+    ).scalar_one_or_none()
+    if physical is None:
+        raise Conflict(f"the bucket has no physical bucket in {region}", code="OperationAborted")
+    existing = (
+        await session.execute(
+            sa.select(locators.c.id).where(
+                locators.c.object_id == object_id, locators.c.region == region
+            )
+        )
+    ).first()
+    if existing is not None:
+        raise Conflict(
+            f"object {object_id} already has a copy in {region}", code="OperationAborted"
+        )
+    result = await session.execute(
+        sa.insert(locators)
+        .values(
+            object_id=object_id,
+            region=region,
+            physical_bucket=physical,
+            physical_key=row.uid,
+            status=State.PENDING,
+            is_base=False,
+            created=now,
+            last_access=now,
+        )
+        .returning(locators)
+    )
+    return locator_of(result.one())
+
+
+async def complete_replica(session: AsyncSession, *, locator_id: int, now: datetime) -> Locator:
+    """Phase two: the copy exists. If its version was replaced meanwhile, it is garbage."""
+    row = (
+        await session.execute(
+            sa.select(
+                locators,
+                objects.c.status.label("object_status"),
+                objects.c.key,
+                buckets.c.name.label("bucket"),
+                objects.c.generation,
+            )
+            .join(objects, objects.c.id == locators.c.object_id)
+            .join(buckets, buckets.c.id == objects.c.bucket_id)
+            .where(locators.c.id == locator_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"replica {locator_id} does not exist", code="NoSuchKey")
+    target = State.READY if row.object_status == State.READY else State.PENDING_DELETION
+    check_transition(f"replica {locator_id}", row.status, target)
+    await session.execute(
+        sa.update(locators)
+        .where(locators.c.id == locator_id)
+        .values(status=target, last_access=now)
+    )
+    if target == State.READY:
+        await events.announce(
+            session,
+            "replicated",
+            bucket=row.bucket,
+            key=row.key,
+            generation=row.generation,
+            region=row.region,
+        )
+    updated = (await session.execute(sa.select(locators).where(locators.c.id == locator_id))).one()
+    return locator_of(updated)
+
+
+async def abort_replica(session: AsyncSession, *, locator_id: int) -> list[Garbage]:
+    result = await session.execute(
+        sa.update(locators)
+        .where(locators.c.id == locator_id, locators.c.status == State.PENDING)
+        .values(status=State.PENDING_DELETION)
+        .returning(locators)
+    )
+    return [garbage_of(row) for row in result]
+
+
+async def touch(session: AsyncSession, *, locator_id: int, now: datetime) -> None:
+    """A read served from this copy: its TTL starts again."""
+    await session.execute(
+        sa.update(locators).where(locators.c.id == locator_id).values(last_access=now)
+    )
+
+
+async def evict_expired(session: AsyncSession, *, now: datetime, ttl_for: TTLFor) -> list[Garbage]:
+    """Ready non-base copies left by copy_on_read and unread for longer than their TTL become
+    garbage; base copies and the copies of replicate_all and push buckets are kept."""
+    result = await session.execute(
+        sa.select(
+            locators,
+            buckets.c.base_region,
+            buckets.c.name.label("bucket"),
+            objects.c.key,
+        )
+        .join(objects, objects.c.id == locators.c.object_id)
+        .join(buckets, buckets.c.id == objects.c.bucket_id)
+        .where(
+            locators.c.status == State.READY,
+            locators.c.is_base.is_(False),
+            # Replicas a policy asked for (replicate_all, push) stay; read caches expire.
+            buckets.c.policy == "copy_on_read",
+        )
+    )
+    evicted: list[Garbage] = []
+    for row in result.all():
+        ttl = ttl_for(row.region, row.base_region)
+        if ttl is None or row.last_access + ttl > now:
+            continue
+        moved = await session.execute(
+            sa.update(locators)
+            .where(locators.c.id == row.id, locators.c.status == State.READY)
+            .values(status=State.PENDING_DELETION)
+        )
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            evicted.append(garbage_of(row))
+            await events.announce(
+                session, "evicted", bucket=row.bucket, key=row.key, region=row.region
+            )
+    return evicted
+
+
+async def missing_replicas(
+    session: AsyncSession, *, policy: str, limit: int = 100
+) -> list[tuple[int, str, Locator]]:
+    """(object id, region lacking a copy, a ready copy to read) for listed versions of buckets
+    with `policy`, for every region the bucket has a physical bucket in."""
+    copy = locators.alias("copy")
+    query = (
+        sa.select(objects.c.id, physical_buckets.c.region)
+        .join(buckets, buckets.c.id == objects.c.bucket_id)
+        .join(physical_buckets, physical_buckets.c.bucket_id == buckets.c.id)
+        .where(
+            buckets.c.policy == policy,
+            objects.c.status == State.READY,
+            ~sa.exists().where(
+                copy.c.object_id == objects.c.id, copy.c.region == physical_buckets.c.region
+            ),
+        )
+        .order_by(objects.c.id)
+        .limit(limit)
+    )
+    found = []
+    for row in (await session.execute(query)).all():
+        source = (
+            await session.execute(
+                sa.select(locators)
+                .where(locators.c.object_id == row.id, locators.c.status == State.READY)
+                .order_by(locators.c.is_base.desc())
+                .limit(1)
+            )
+        ).first()
+        if source is not None:
+            found.append((row.id, row.region, locator_of(source)))
+    return found

@@ -1,0 +1,82 @@
+"""Placement policies, chosen per bucket by name: where writes go, and where reads come from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Protocol
+
+from servicekit.errors import InvalidInput
+from services.skystore.schemas import Bucket, Locator
+
+__all__ = ["POLICIES", "Placement", "choose_read", "policy"]
+
+Distance = Callable[[str, str], tuple[float, float]]
+
+
+class Placement(Protocol):
+    name: ClassVar[str]
+    # A read served from another region leaves a whole copy in the reader's region.
+    copy_on_read: ClassVar[bool]
+
+    def write_regions(self, bucket: Bucket, local: str) -> list[str]:
+        """Where a new object's copies are written, the first being its base copy."""
+        ...
+
+
+class WriteLocal:
+    """Write where the client is; other regions read it remotely."""
+
+    name: ClassVar[str] = "write_local"
+    copy_on_read: ClassVar[bool] = False
+
+    def write_regions(self, bucket: Bucket, local: str) -> list[str]:
+        return [local] if bucket.physical_in(local) else [bucket.base_region]
+
+
+class ReplicateAll:
+    """Write every region synchronously: the PUT returns once all copies exist."""
+
+    name: ClassVar[str] = "replicate_all"
+    copy_on_read: ClassVar[bool] = False
+
+    def write_regions(self, bucket: Bucket, local: str) -> list[str]:
+        regions = [p.region for p in bucket.physical]
+        first = local if local in regions else bucket.base_region
+        return [first, *(r for r in regions if r != first)]
+
+
+class Push(WriteLocal):
+    """Write locally; the locator's worker then copies the object to every other region."""
+
+    name: ClassVar[str] = "push"
+
+
+class CopyOnRead(WriteLocal):
+    """Write locally; a remote read copies the whole object here (a Range read too: the whole
+    object or nothing is kept), then serves it from here."""
+
+    name: ClassVar[str] = "copy_on_read"
+    copy_on_read: ClassVar[bool] = True
+
+
+POLICIES: dict[str, Placement] = {
+    p.name: p for p in (WriteLocal(), ReplicateAll(), Push(), CopyOnRead())
+}
+
+
+def policy(name: str) -> Placement:
+    found = POLICIES.get(name)
+    if found is None:
+        raise InvalidInput(
+            f"unknown placement policy {name!r}; known: {', '.join(sorted(POLICIES))}",
+            detail={"policy": name},
+        )
+    return found
+
+
+def choose_read(copies: Sequence[Locator], local: str, distance: Distance) -> Locator | None:
+    """A ready copy in the local region, else the nearest (latency, then egress cost)."""
+    ready = [c for c in copies if c.status == "ready"]
+    if not ready:
+        return None
+    return min(ready, key=lambda c: (distance(c.region, local), c.region))

@@ -1,0 +1,87 @@
+"""Request payloads: aws-chunked decoding, digests checked as bytes pass, never buffered whole."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator
+
+from servicekit.errors import BadRequest, InvalidInput
+from servicekit.sigv4 import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD, SignedRequest, decode_aws_chunked
+from services.skystore.proxy.s3api import S3Request
+
+__all__ = ["Payload"]
+
+
+class Payload:
+    """The body of `request` as it arrives; `check()` after it is exhausted raises on a mismatch
+    (BadDigest, XAmzContentSHA256Mismatch, IncompleteBody)."""
+
+    def __init__(
+        self,
+        stream: AsyncIterator[bytes],
+        request: S3Request,
+        signed: SignedRequest | None,
+        key: bytes | None,
+    ) -> None:
+        headers = request.headers
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self._expected_md5 = _content_md5(headers.get("content-md5"))
+        payload_hash = signed.payload_hash if signed else UNSIGNED_PAYLOAD
+        self._expected_sha256 = None
+        if payload_hash in STREAMING_PAYLOADS:
+            assert signed is not None
+            stream = decode_aws_chunked(stream, signed=signed, key=key)
+            declared = headers.get("x-amz-decoded-content-length")
+        else:
+            if payload_hash != UNSIGNED_PAYLOAD:
+                self._expected_sha256 = payload_hash
+            declared = headers.get("content-length")
+        self.declared = int(declared) if declared and declared.isdigit() else None
+        self._stream = stream
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            if not chunk:
+                continue
+            self.size += len(chunk)
+            self._md5.update(chunk)
+            if self._expected_sha256 is not None:
+                self._sha256.update(chunk)
+            yield chunk
+
+    @property
+    def md5_hex(self) -> str:
+        return self._md5.hexdigest()
+
+    def check(self) -> None:
+        if self.declared is not None and self.size != self.declared:
+            raise BadRequest(
+                f"the body has {self.size} bytes, {self.declared} were announced",
+                code="IncompleteBody",
+            )
+        if self._expected_md5 is not None and self._md5.digest() != self._expected_md5:
+            raise BadRequest(
+                "The Content-MD5 you specified did not match what we received.",
+                code="BadDigest",
+            )
+        if self._expected_sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
+            raise BadRequest(
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                code="XAmzContentSHA256Mismatch",
+            )
+
+
+def _content_md5(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise InvalidInput("The Content-MD5 you specified was invalid.", code="InvalidDigest")
+    return digest

@@ -1,0 +1,123 @@
+"""What every handler works with: the locator, the regions, the clock, and shared steps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Counter
+
+from servicekit.errors import ExtractError, ServiceUnavailable
+from services.skystore.policies import choose_read
+from services.skystore.proxy.auth import Caller, authorise
+from services.skystore.proxy.locator_client import LocatorClient
+from services.skystore.proxy.regions import Regions
+from services.skystore.schemas import Bucket, Garbage, Locator, ObjectInfo, UploadComplete
+from services.skystore.settings import ProxySettings
+
+__all__ = ["Proxy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proxy:
+    settings: ProxySettings
+    locator: LocatorClient
+    regions: Regions
+    clock: Callable[[], datetime]
+    bytes_read: Counter
+    # Bucket records for authorisation, kept briefly: owners never change, and every write or
+    # read is checked against the locator's own view of the bucket anyway.
+    bucket_ttl: float = 2.0
+    _buckets: dict[str, tuple[float, Bucket]] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def count_read(self, chunks: AsyncIterator[bytes], source: str) -> AsyncIterator[bytes]:
+        """Bytes served, by the region they came from and the one they were served in."""
+        counter = self.bytes_read.labels(source=source, served=self.region)
+        async for chunk in chunks:
+            counter.inc(len(chunk))
+            yield chunk
+
+    @property
+    def region(self) -> str:
+        return self.regions.local
+
+    async def bucket(self, name: str, caller: Caller, *, write: bool) -> Bucket:
+        now = time.monotonic()
+        cached = self._buckets.get(name)
+        if cached is None or cached[0] <= now:
+            if len(self._buckets) > 10_000:
+                self._buckets.clear()
+            cached = (now + self.bucket_ttl, await self.locator.bucket(name))
+            self._buckets[name] = cached
+        authorise(cached[1], caller, write=write)
+        return cached[1]
+
+    def note_read(self, copy: Locator) -> None:
+        """Restart the copy's TTL, off the request's path: a lost touch only evicts earlier."""
+        task = asyncio.create_task(self._touch(copy.id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, locator_id: int) -> None:
+        try:
+            await self.locator.replica_read(locator_id)
+        except ExtractError as exc:
+            log.warning("could not record a read of replica %d: %s", locator_id, exc)
+
+    def forget_bucket(self, name: str) -> None:
+        self._buckets.pop(name, None)
+
+    def read_copy(self, info: ObjectInfo) -> Locator:
+        copy = choose_read(info.locators, self.region, self.regions.distance)
+        if copy is None:
+            raise ServiceUnavailable(f"no ready copy of {info.key!r} in any region")
+        return copy
+
+    async def open_copy(
+        self, copy: Locator, *, range_header: str | None = None
+    ) -> tuple[httpx.Headers, AsyncIterator[bytes]]:
+        """GET on the physical copy: (the response headers, its body as chunks)."""
+        http = self.regions.http(copy.region)
+        return await http.get(copy.physical_bucket, copy.physical_key, range_header=range_header)
+
+    async def commit(self, object_id: int, done: UploadComplete) -> ObjectInfo:
+        """Complete a write and remove the copies of the version it replaced."""
+        committed = await self.locator.complete_upload(object_id, done)
+        await self.remove(committed.retired)
+        return committed.object
+
+    async def remove(self, garbage: list[Garbage]) -> None:
+        """Delete physical copies now, and tell the locator which are gone; the locator's
+        collector retries whatever fails here."""
+        removed = []
+        for item in garbage:
+            try:
+                client = self.regions.client(item.region)
+                if item.physical_upload_id:
+                    with contextlib.suppress(ClientError):
+                        await client.abort_multipart_upload(
+                            Bucket=item.physical_bucket,
+                            Key=item.physical_key,
+                            UploadId=item.physical_upload_id,
+                        )
+                await client.delete_object(Bucket=item.physical_bucket, Key=item.physical_key)
+                removed.append(item.locator_id)
+            except (BotoCoreError, ClientError, ServiceUnavailable) as exc:
+                log.warning(
+                    "leaving %s/%s to the collector: %s", item.region, item.physical_key, exc
+                )
+        if removed:
+            try:
+                await self.locator.garbage_removed(removed)
+            except ServiceUnavailable as exc:
+                log.warning("locator unreachable; the collector will tidy up: %s", exc)

@@ -1,0 +1,271 @@
+"""PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, CopyObject."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import unquote
+
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from servicekit.errors import ExtractError, InvalidInput, NotFound
+from servicekit.s3 import translate_s3_error
+from services.skystore.policies import policy
+from services.skystore.proxy.auth import Caller
+from services.skystore.proxy.body import Payload
+from services.skystore.proxy.conditions import check_preconditions, http_date, parse_range
+from services.skystore.proxy.context import Proxy
+from services.skystore.proxy.s3api import S3Request
+from services.skystore.proxy.upload import write_stream
+from services.skystore.proxy.xml import iso, parse_delete, xml_response
+from services.skystore.schemas import Bucket, Locator, ObjectInfo, UploadComplete, UploadStart
+
+__all__ = [
+    "copy_object",
+    "delete_object",
+    "delete_objects",
+    "get_object",
+    "head_object",
+    "put_object",
+    "user_metadata",
+]
+
+META = "x-amz-meta-"
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit of one PUT
+
+
+def user_metadata(s3: S3Request) -> dict[str, str]:
+    """x-amz-meta-* headers, names lower-cased, empty values kept."""
+    # ASGI header names are lower-case already.
+    return {name[len(META) :]: value for name, value in s3.raw_headers if name.startswith(META)}
+
+
+def object_headers(info: ObjectInfo) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{info.etag}"',
+        "Last-Modified": http_date(info.last_modified or info.started),
+        "Content-Type": info.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    headers.update({f"{META}{k}": v for k, v in info.metadata.items()})
+    return headers
+
+
+async def roll_back(proxy: Proxy, object_id: int) -> None:
+    # Shielded: a cancelled request (client gone) must still roll its upload back.
+    async def roll_back() -> None:
+        try:
+            garbage = await proxy.locator.abort_upload(object_id)
+        except ExtractError:
+            return  # already rolled back, or the locator is down: its reaper finishes the job
+        await proxy.remove(garbage)
+
+    await asyncio.shield(roll_back())
+
+
+async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str]) -> None:
+    """Write the body to the first region, then copy it to the others (synchronous replicas).
+
+    A body of known length goes through in one streamed PUT; others as a multipart upload."""
+    copies = {c.region: c for c in started.locators}
+    primary = copies[regions[0]]
+    if payload.declared is not None and payload.declared <= MAX_SINGLE_PUT:
+        await proxy.regions.http(primary.region).put(
+            primary.physical_bucket, primary.physical_key, payload.chunks(), length=payload.declared
+        )
+    else:
+        await write_stream(
+            proxy.regions.client(primary.region),
+            primary.physical_bucket,
+            primary.physical_key,
+            payload.chunks(),
+        )
+    for region in regions[1:]:
+        await replicate(proxy, primary, copies[region])
+
+
+async def replicate(proxy: Proxy, source: Locator, target: Locator) -> None:
+    """Stream one physical copy into another region (same region: a server-side copy)."""
+    client = proxy.regions.client(target.region)
+    if source.region == target.region:
+        try:
+            await client.copy_object(
+                Bucket=target.physical_bucket,
+                Key=target.physical_key,
+                CopySource={"Bucket": source.physical_bucket, "Key": source.physical_key},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise translate_s3_error(
+                exc, bucket=target.physical_bucket, key=target.physical_key
+            ) from exc
+        return
+    _, chunks = await proxy.open_copy(source)
+    await write_stream(client, target.physical_bucket, target.physical_key, chunks)
+
+
+def write_regions(proxy: Proxy, bucket: Bucket) -> list[str]:
+    return policy(bucket.policy).write_regions(bucket, proxy.region)
+
+
+async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    bucket = await proxy.bucket(s3.bucket, caller, write=True)
+    regions = write_regions(proxy, bucket)
+    payload = Payload(request.stream(), s3, caller.signed, caller.signing_key)
+    started = await proxy.locator.start_upload(
+        UploadStart(
+            bucket=s3.bucket,
+            key=s3.key,
+            owner=caller.principal,
+            regions=regions,
+            base_region=regions[0],
+            content_type=s3.headers.get("content-type") or "binary/octet-stream",
+            metadata=user_metadata(s3),
+        )
+    )
+    try:
+        await _store(proxy, started, payload, regions)
+        payload.check()
+    except BaseException:
+        await roll_back(proxy, started.id)
+        raise
+    done = UploadComplete(size=payload.size, etag=payload.md5_hex, regions=regions)
+    info = await proxy.commit(started.id, done)
+    return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})
+
+
+async def readable(proxy: Proxy, s3: S3Request, caller: Caller) -> ObjectInfo:
+    await proxy.bucket(s3.bucket, caller, write=False)
+    return await proxy.locator.object(s3.bucket, s3.key)
+
+
+async def head_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    info = await readable(proxy, s3, caller)
+    check_preconditions(s3.headers, info)
+    headers = object_headers(info)
+    size = info.size or 0
+    chosen = parse_range(s3.headers.get("range"), size)
+    if chosen is None:
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, headers=headers)
+    first, last = chosen
+    headers["Content-Length"] = str(last - first + 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return Response(status_code=206, headers=headers)
+
+
+async def get_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    bucket = await proxy.bucket(s3.bucket, caller, write=False)
+    info = await proxy.locator.object(s3.bucket, s3.key)
+    try:
+        return await _send(proxy, s3, bucket, info)
+    except NotFound:
+        # The copy went away between lookup and read (an overwrite won): read the new version.
+        return await _send(proxy, s3, bucket, await proxy.locator.object(s3.bucket, s3.key))
+
+
+async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator | None:
+    """copy_on_read: the whole object into this region, or nothing (then read remotely)."""
+    try:
+        target = await proxy.locator.start_replica(info.id, proxy.region)
+    except ExtractError:
+        return None  # another reader is copying it, or the version changed: read remotely
+    try:
+        await replicate(proxy, source, target)
+        return await proxy.locator.complete_replica(target.id)
+    except ExtractError:
+        await proxy.remove(await proxy.locator.abort_replica(target.id))
+        return None
+
+
+async def _send(proxy: Proxy, s3: S3Request, bucket: Bucket, info: ObjectInfo) -> Response:
+    check_preconditions(s3.headers, info)
+    size = info.size or 0
+    chosen = parse_range(s3.headers.get("range"), size)
+    headers = object_headers(info)
+    copy = proxy.read_copy(info)
+    if copy.region != proxy.region and policy(bucket.policy).copy_on_read:
+        copy = await _copy_here(proxy, info, copy) or copy
+    if not copy.is_base:
+        proxy.note_read(copy)
+    range_header = f"bytes={chosen[0]}-{chosen[1]}" if chosen else None
+    _, chunks = await proxy.open_copy(copy, range_header=range_header)
+    chunks = proxy.count_read(chunks, copy.region)
+    if chosen is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(chunks, 200, headers=headers, media_type=info.content_type)
+    first, last = chosen
+    headers["Content-Length"] = str(last - first + 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return StreamingResponse(chunks, 206, headers=headers, media_type=info.content_type)
+
+
+async def delete_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    await proxy.bucket(s3.bucket, caller, write=True)
+    await proxy.remove(await proxy.locator.delete_object(s3.bucket, s3.key))
+    return Response(status_code=204)
+
+
+async def delete_objects(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    await proxy.bucket(s3.bucket, caller, write=True)
+    keys, quiet = parse_delete(await request.body())
+    results: list[tuple[str, object]] = []
+    for key in keys:
+        try:
+            await proxy.remove(await proxy.locator.delete_object(s3.bucket, key))
+        except ExtractError as exc:
+            results.append(("Error", [("Key", key), ("Code", exc.code), ("Message", exc.message)]))
+            continue
+        if not quiet:
+            results.append(("Deleted", [("Key", key)]))
+    return xml_response("DeleteResult", results)
+
+
+def copy_source(s3: S3Request) -> tuple[str, str]:
+    source = unquote(s3.headers["x-amz-copy-source"]).partition("?")[0].lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise InvalidInput(
+            "x-amz-copy-source must be <bucket>/<key>", detail={"ArgumentName": "x-amz-copy-source"}
+        )
+    return bucket, key
+
+
+async def copy_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    source_bucket, source_key = copy_source(s3)
+    await proxy.bucket(source_bucket, caller, write=False)
+    source = await proxy.locator.object(source_bucket, source_key)
+    bucket = await proxy.bucket(s3.bucket, caller, write=True)
+    replace = s3.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
+    if source_bucket == s3.bucket and source_key == s3.key and not replace:
+        raise InvalidInput(
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata.",
+            code="InvalidRequest",
+        )
+    regions = write_regions(proxy, bucket)
+    started = await proxy.locator.start_upload(
+        UploadStart(
+            bucket=s3.bucket,
+            key=s3.key,
+            owner=caller.principal,
+            regions=regions,
+            base_region=regions[0],
+            content_type=(s3.headers.get("content-type") if replace else None)
+            or source.content_type,
+            metadata=user_metadata(s3) if replace else source.metadata,
+        )
+    )
+    targets = {c.region: c for c in started.locators}
+    try:
+        for region in regions:
+            near = {c.region: c for c in source.locators if c.status == "ready"}
+            await replicate(proxy, near.get(region) or proxy.read_copy(source), targets[region])
+    except BaseException:
+        await roll_back(proxy, started.id)
+        raise
+    done = UploadComplete(size=source.size or 0, etag=source.etag or "", regions=regions)
+    info = await proxy.commit(started.id, done)
+    return xml_response(
+        "CopyObjectResult", [("LastModified", iso(info.last_modified)), ("ETag", f'"{info.etag}"')]
+    )

@@ -1,0 +1,178 @@
+"""The proxy's client of the locator's internal API; its errors come back as servicekit errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from servicekit.errors import (
+    BadRequest,
+    Conflict,
+    ExtractError,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from services.skystore.schemas import (
+    AccessKey,
+    Bucket,
+    BucketCreate,
+    Committed,
+    Garbage,
+    Link,
+    ListPage,
+    Locator,
+    ObjectInfo,
+    Region,
+    UploadComplete,
+    UploadStart,
+)
+
+__all__ = ["LocatorClient"]
+
+M = TypeVar("M")
+_BY_STATUS: dict[int, type[ExtractError]] = {
+    400: BadRequest,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def _error(response: httpx.Response) -> ExtractError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = str(body.get("detail") or response.text[:200])
+    code = body.get("code")
+    detail = {k: v for k, v in body.items() if k[:1].isupper()}
+    kind = _BY_STATUS.get(response.status_code)
+    if kind is not None:
+        error = kind(message, code=code, detail=detail)
+        error.status = response.status_code  # type: ignore[misc]
+        return error
+    return UpstreamError(f"locator answered {response.status_code}: {message}")
+
+
+class LocatorClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        into: Any,
+        *,
+        json: BaseModel | dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        payload = json.model_dump(mode="json") if isinstance(json, BaseModel) else json
+        try:
+            response = await self._http.request(method, path, json=payload, params=params)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        if into is None:
+            return None
+        return TypeAdapter(into).validate_json(response.content)
+
+    async def regions(self) -> list[Region]:
+        return await self._call("GET", "/regions", list[Region])
+
+    async def links(self) -> list[Link]:
+        return await self._call("GET", "/links", list[Link])
+
+    async def access_key(self, key_id: str) -> AccessKey:
+        return await self._call("GET", f"/access-keys/{key_id}", AccessKey)
+
+    async def create_access_key(self, principal: str) -> AccessKey:
+        return await self._call("POST", "/access-keys", AccessKey, json={"principal": principal})
+
+    async def buckets(self, owner: str | None = None) -> list[Bucket]:
+        params = {"owner": owner} if owner else None
+        return await self._call("GET", "/buckets", list[Bucket], params=params)
+
+    async def bucket(self, name: str) -> Bucket:
+        return await self._call("GET", f"/buckets/{name}", Bucket)
+
+    async def start_create_bucket(self, request: BucketCreate) -> Bucket:
+        return await self._call("POST", "/buckets", Bucket, json=request)
+
+    async def complete_create_bucket(self, name: str) -> Bucket:
+        return await self._call("POST", f"/buckets/{name}/complete", Bucket)
+
+    async def start_delete_bucket(self, name: str) -> Bucket:
+        return await self._call("DELETE", f"/buckets/{name}", Bucket)
+
+    async def bucket_removed(self, name: str) -> None:
+        await self._call("POST", f"/buckets/{name}/removed", None)
+
+    async def list_objects(self, bucket: str, **params: Any) -> ListPage:
+        return await self._call("GET", f"/buckets/{bucket}/list", ListPage, params=params)
+
+    async def object(self, bucket: str, key: str) -> ObjectInfo:
+        return await self._call("GET", f"/buckets/{bucket}/objects/{_path(key)}", ObjectInfo)
+
+    async def delete_object(self, bucket: str, key: str) -> list[Garbage]:
+        return await self._call("DELETE", f"/buckets/{bucket}/objects/{_path(key)}", list[Garbage])
+
+    async def uploads(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
+        params = {"prefix": prefix}
+        return await self._call(
+            "GET", f"/buckets/{bucket}/multipart", list[ObjectInfo], params=params
+        )
+
+    async def upload(self, bucket: str, upload_id: str) -> ObjectInfo:
+        return await self._call("GET", f"/buckets/{bucket}/multipart/{upload_id}", ObjectInfo)
+
+    async def start_upload(self, request: UploadStart) -> ObjectInfo:
+        return await self._call("POST", "/uploads", ObjectInfo, json=request)
+
+    async def set_physical_upload(self, object_id: int, region: str, upload_id: str) -> None:
+        body = {"region": region, "physical_upload_id": upload_id}
+        await self._call("PUT", f"/uploads/{object_id}/physical", None, json=body)
+
+    async def complete_upload(self, object_id: int, done: UploadComplete) -> Committed:
+        return await self._call("POST", f"/uploads/{object_id}/complete", Committed, json=done)
+
+    async def abort_upload(self, object_id: int) -> list[Garbage]:
+        return await self._call("POST", f"/uploads/{object_id}/abort", list[Garbage])
+
+    async def start_replica(self, object_id: int, region: str) -> Locator:
+        body = {"region": region}
+        return await self._call("POST", f"/uploads/{object_id}/replicas", Locator, json=body)
+
+    async def complete_replica(self, locator_id: int) -> Locator:
+        return await self._call("POST", f"/replicas/{locator_id}/complete", Locator)
+
+    async def abort_replica(self, locator_id: int) -> list[Garbage]:
+        return await self._call("POST", f"/replicas/{locator_id}/abort", list[Garbage])
+
+    async def replica_read(self, locator_id: int) -> None:
+        await self._call("POST", f"/replicas/{locator_id}/read", None)
+
+    async def garbage_removed(self, locator_ids: list[int]) -> None:
+        if locator_ids:
+            await self._call("POST", "/garbage/removed", None, json={"locator_ids": locator_ids})
+
+
+def _path(key: str) -> str:
+    # Keys are opaque: every reserved character is escaped, '/' included, and dot segments
+    # (which URL normalisation would fold away) are escaped as well.
+    escaped = quote(key, safe="")
+    return escaped.replace(".", "%2E") if set(key) <= {".", "/"} else escaped

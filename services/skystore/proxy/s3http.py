@@ -1,0 +1,121 @@
+"""The object data path to a region's S3 store over a pooled keep-alive HTTP client: GET and PUT
+signed here (UNSIGNED-PAYLOAD), bodies streamed in 1 MiB chunks. botocore's per-request
+machinery costs milliseconds, which small objects cannot afford; the rest of the S3 API still
+goes through the region's aiobotocore client."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+import httpx
+from botocore.exceptions import ClientError
+
+from servicekit.errors import BadRequest, ExtractError, ServiceUnavailable
+from servicekit.infra.seaweed import S3Endpoint
+from servicekit.s3 import translate_s3_error
+from servicekit.sigv4 import UNSIGNED_PAYLOAD, sign_request
+
+__all__ = ["READ_CHUNK", "S3Http"]
+
+READ_CHUNK = 1024 * 1024
+SIGNING_REGION = "us-east-1"
+
+
+class S3Http:
+    def __init__(self, endpoint: S3Endpoint, *, timeout: float = 60.0) -> None:
+        self._endpoint = endpoint
+        self._host = urlsplit(endpoint.url).netloc
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _request(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        headers: dict[str, str],
+        content: bytes | AsyncIterator[bytes] | None = None,
+    ) -> httpx.Request:
+        path = "/" + quote(f"{bucket}/{key}", safe="/~")
+        headers = {"host": self._host, **headers}
+        headers |= sign_request(
+            method=method,
+            path=path,
+            headers=headers,
+            payload_hash=UNSIGNED_PAYLOAD,
+            access_key=self._endpoint.access_key,
+            secret=self._endpoint.secret_key,
+            region=SIGNING_REGION,
+            now=datetime.now(UTC),
+        )
+        return self._http.build_request(method, path, headers=headers, content=content)
+
+    async def _send(self, request: httpx.Request, bucket: str, key: str) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.LocalProtocolError as exc:
+            # The body streamed through was longer or shorter than its Content-Length.
+            raise BadRequest(
+                f"the body does not match its declared length: {exc}", code="IncompleteBody"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"S3 at {self._endpoint.url} is unreachable: {exc}",
+                detail={"bucket": bucket, "key": key, "endpoint": self._endpoint.url},
+            ) from exc
+        if response.status_code >= 300:
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            raise _error(response.status_code, body, bucket=bucket, key=key)
+        return response
+
+    async def get(
+        self, bucket: str, key: str, *, range_header: str | None = None
+    ) -> tuple[httpx.Headers, AsyncIterator[bytes]]:
+        """(the response headers, the body as chunks); the body must be consumed or closed."""
+        headers = {"range": range_header} if range_header else {}
+        response = await self._send(self._request("GET", bucket, key, headers), bucket, key)
+        return response.headers, _chunks(response)
+
+    async def put(
+        self, bucket: str, key: str, content: bytes | AsyncIterator[bytes], *, length: int
+    ) -> str:
+        """Store `length` bytes under bucket/key in one request; the ETag without quotes."""
+        headers = {"content-length": str(length)}
+        request = self._request("PUT", bucket, key, headers, content)
+        response = await self._send(request, bucket, key)
+        await response.aclose()
+        return response.headers.get("etag", "").strip('"')
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw(READ_CHUNK):
+            yield chunk
+    finally:
+        await response.aclose()
+
+
+def _error(status: int, body: bytes, *, bucket: str, key: str) -> ExtractError:
+    code = message = ""
+    try:
+        root = ET.fromstring(body) if body else None
+    except ET.ParseError:
+        root = None
+    if root is not None:
+        code = root.findtext("Code") or ""
+        message = root.findtext("Message") or ""
+    error = {"Error": {"Code": code, "Message": message}}
+    response = {**error, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return translate_s3_error(ClientError(response, "S3"), bucket=bucket, key=key)  # type: ignore[arg-type]

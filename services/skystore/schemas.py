@@ -1,0 +1,149 @@
+"""What the locator's internal API carries; the proxy's locator client parses the same models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AccessKey",
+    "Bucket",
+    "BucketCreate",
+    "Committed",
+    "Garbage",
+    "Link",
+    "ListPage",
+    "Locator",
+    "ObjectInfo",
+    "PhysicalBucket",
+    "Region",
+    "UploadComplete",
+    "UploadStart",
+]
+
+
+class Region(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    endpoint: str
+    # `env:PREFIX` or `file:/path#profile`: where the S3 credentials are, never the secret.
+    credentials: str
+    storage_cost: float = Field(0.023, ge=0, description="$ per GB-month")
+
+
+class Link(BaseModel):
+    src: str
+    dst: str
+    latency_ms: float = Field(ge=0)
+    egress_cost: float = Field(ge=0, description="$ per GB from src to dst")
+
+
+class AccessKey(BaseModel):
+    key_id: str
+    principal: str
+    secret: str
+
+
+class PhysicalBucket(BaseModel):
+    region: str
+    name: str
+    status: str
+
+
+class BucketCreate(BaseModel):
+    name: str
+    owner: str
+    regions: list[str] = Field(min_length=1, description="where physical buckets are made")
+    base_region: str
+    acl: dict[str, Any] = Field(default_factory=dict)
+    policy: str | None = None
+
+
+class Bucket(BaseModel):
+    id: int
+    name: str
+    owner: str
+    acl: dict[str, Any]
+    policy: str
+    base_region: str
+    status: str
+    created: datetime
+    physical: list[PhysicalBucket] = Field(default_factory=list)
+
+    def physical_in(self, region: str) -> PhysicalBucket | None:
+        return next((p for p in self.physical if p.region == region), None)
+
+
+class Locator(BaseModel):
+    id: int
+    region: str
+    physical_bucket: str
+    physical_key: str
+    physical_upload_id: str | None = None
+    status: str
+    is_base: bool
+    last_access: datetime
+
+
+class ObjectInfo(BaseModel):
+    id: int
+    uid: str
+    bucket: str
+    key: str
+    generation: int | None
+    status: str
+    owner: str
+    size: int | None
+    etag: str | None
+    content_type: str
+    metadata: dict[str, str]
+    upload_id: str | None
+    started: datetime
+    last_modified: datetime | None
+    locators: list[Locator] = Field(default_factory=list)
+
+    def ready_in(self, region: str) -> Locator | None:
+        return next((c for c in self.locators if c.region == region and c.status == "ready"), None)
+
+
+class UploadStart(BaseModel):
+    bucket: str
+    key: str = Field(min_length=1, max_length=1024)
+    owner: str
+    regions: list[str] = Field(min_length=1, description="where copies are written")
+    base_region: str
+    content_type: str = "binary/octet-stream"
+    metadata: dict[str, str] = Field(default_factory=dict)
+    multipart: bool = False
+
+
+class UploadComplete(BaseModel):
+    size: int = Field(ge=0)
+    etag: str
+    regions: list[str] = Field(min_length=1, description="where copies were written")
+
+
+class Garbage(BaseModel):
+    """A physical copy to remove: an overwritten, deleted, evicted or rolled-back one."""
+
+    locator_id: int
+    object_id: int
+    region: str
+    physical_bucket: str
+    physical_key: str
+    physical_upload_id: str | None
+
+
+class Committed(BaseModel):
+    """A committed write: the version now listed, and the copies of the one it replaced."""
+
+    object: ObjectInfo
+    retired: list[Garbage]
+
+
+class ListPage(BaseModel):
+    contents: list[ObjectInfo]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None

@@ -1,0 +1,82 @@
+"""SkyStore's configuration: EXTRACT_SKYSTORE_* (locator) and EXTRACT_SKYSTORE_PROXY_* (proxies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings, extract_home
+
+__all__ = ["LocatorSettings", "ProxySettings", "internal_token_location"]
+
+
+def internal_token_location(configured: str) -> Path:
+    """The file holding the bearer token proxies present to the locator."""
+    return Path(configured) if configured else extract_home() / "keys" / "skystore-internal.token"
+
+
+class LocatorSettings(ServiceSettings):
+    """Every field reads `EXTRACT_SKYSTORE_<FIELD>`; see ServiceSettings for the shared ones."""
+
+    model_config = SettingsConfigDict(env_prefix="EXTRACT_SKYSTORE_", extra="ignore")
+
+    port: int = Field(8102, description="port to listen on")
+    regions_file: str = Field(
+        "",
+        description="JSON file of regions (name, endpoint, credentials, storage_cost) and links "
+        "(src, dst, latency_ms, egress_cost) registered at start-up; empty = none",
+    )
+    default_policy: str = Field("write_local", description="placement policy of new buckets")
+    pending_timeout: float = Field(
+        3600.0, description="seconds after which an unfinished upload is rolled back"
+    )
+    multipart_timeout: float = Field(
+        7 * 24 * 3600.0, description="seconds after which an unfinished multipart is rolled back"
+    )
+    reaper_interval: float = Field(60.0, description="seconds between stale-operation sweeps")
+    secrets_key: str = Field(
+        "",
+        description="Fernet key file encrypting access-key secrets; default keys/skystore.fernet",
+    )
+    internal_token: str = Field(
+        "", description="file of the proxies' bearer token; default keys/skystore-internal.token"
+    )
+    admin_credentials: str = Field(
+        "",
+        description="if set, an ini file (like ~/.aws/credentials) where the locator writes a "
+        "key pair for admin_principal on first start; empty = none",
+    )
+    admin_principal: str = Field("user/admin", description="owner of the admin key pair")
+    eviction: Literal["none", "fixed_ttl", "t_even"] = Field(
+        "none",
+        description="eviction of non-base replicas: fixed_ttl (replica_ttl seconds unread) or "
+        "t_even (break-even: egress cost / storage cost of the replica's region)",
+    )
+    replica_ttl: float = Field(24 * 3600.0, description="seconds an unread replica is kept")
+
+    def secrets_key_location(self) -> Path:
+        return (
+            Path(self.secrets_key)
+            if self.secrets_key
+            else extract_home() / "keys" / "skystore.fernet"
+        )
+
+
+class ProxySettings(ServiceSettings):
+    """Every field reads `EXTRACT_SKYSTORE_PROXY_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="EXTRACT_SKYSTORE_PROXY_", extra="ignore")
+
+    port: int = Field(8110, description="port to listen on")
+    region: str = Field("local:edge", description="the region this proxy serves")
+    locator_url: str = Field("http://127.0.0.1:8102", description="the locator's base URL")
+    internal_token: str = Field(
+        "",
+        description="file of the locator bearer token; default keys/skystore-internal.token",
+    )
+    key_cache_seconds: float = Field(30.0, description="how long an access key stays cached")
+    presign_max_seconds: int = Field(7 * 24 * 3600, description="longest presigned URL validity")
+    clock_skew_seconds: int = Field(900, description="largest accepted x-amz-date skew")
