@@ -1,0 +1,256 @@
+"""Gateway benchmark: a service directly vs through the gateway vs through NGINX, in one run.
+
+    python -m bench.gateway [--requests 2000] [--concurrency 1,16,64]
+
+Starts the catalog, `python -m gateway` (TLS, local CA, ECDSA P-256) in front of it, and
+NGINX from the Debian package (`apt-get install nginx-light`) configured as a TLS reverse
+proxy to the same catalog with the same certificate, suites and one worker; NGINX rows are
+skipped with a message when there is no `nginx` binary. Every path is driven by the same httpx
+client, with keep-alive and with a new TLS connection per request, at each concurrency.
+Also measures the cost of signing one critical response (detached JWS ES256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench._stats import Result, print_table
+from gateway.signing import ResponseSigner
+from servicekit.infra.ports import free_port
+from servicekit.security import (
+    MODERN_TLS12_CIPHERS,
+    JWKSet,
+    LocalCA,
+    SigningKey,
+    issue_identity_token,
+    verify_detached,
+    write_jwks,
+)
+from servicekit.testing import ServiceProcess
+
+PATH = "/api/cloud-entry-point"
+NGINX_CONF = """
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+  upstream catalog {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers {ciphers}; ssl_prefer_server_ciphers on;
+    keepalive_requests 100000;
+    location / {{
+      proxy_pass http://catalog; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;
+    }}
+  }}
+}}
+"""
+
+
+async def drive(
+    url: str,
+    *,
+    concurrency: int,
+    total: int,
+    verify: ssl.SSLContext | bool,
+    keepalive: bool,
+    headers: dict[str, str],
+) -> tuple[float, list[float]]:
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency if keepalive else 0
+    )
+    latencies: list[float] = []
+    async with httpx.AsyncClient(
+        verify=verify, limits=limits, timeout=30, headers=headers
+    ) as client:
+        for _ in range(min(50, total)):  # warm-up: pools, caches, TLS sessions
+            (await client.get(url)).raise_for_status()
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                response = await client.get(url)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies
+
+
+@contextmanager
+def nginx(root: Path, upstream: int, cert: Path, key: Path) -> Iterator[int | None]:
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        print("no nginx binary (apt-get install nginx-light): NGINX rows skipped")
+        yield None
+        return
+    port = free_port()
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            root=root,
+            upstream=upstream,
+            port=port,
+            cert=cert,
+            key=key,
+            ciphers=":".join(MODERN_TLS12_CIPHERS),
+        )
+    )
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(root), "-g", "daemon off;"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"nginx did not start; see {root}/nginx-error.log") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def signing_cost(count: int = 2000) -> list[Result]:
+    signer = ResponseSigner(SigningKey.generate())
+    body = b'{"route": [' + b'{"lat": 45.44, "lon": 12.31},' * 30 + b"{}]}"
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        signature = signer.sign(body)
+        latencies.append(time.perf_counter() - started)
+    jwks: JWKSet = signer.jwks
+    verify_latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        verify_detached(body, signature, jwks)
+        verify_latencies.append(time.perf_counter() - started)
+    total = sum(latencies)
+    return [
+        Result(f"sign {len(body)} B response (JWS ES256)", count, total, latencies),
+        Result("verify it against the JWKS", count, sum(verify_latencies), verify_latencies),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as temp:
+        root = Path(temp)
+        ca = LocalCA.load_or_create(root / "tls")
+        cert, key = ca.issue_server_certificate(["127.0.0.1", "localhost"], root / "tls", "gw")
+        identity = SigningKey.generate()
+        (root / "identity.key.pem").write_bytes(identity.to_pem())
+        write_jwks(root / "identity.jwks.json", [identity])
+        context = ssl.create_default_context(cafile=ca.cert_path)
+
+        catalog_port, gateway_port = free_port(), free_port()
+        catalog = ServiceProcess(
+            "services.catalog",
+            root,
+            env={
+                "EXTRACT_HOME": str(root / "home"),
+                "EXTRACT_CATALOG_PORT": str(catalog_port),
+                "EXTRACT_CATALOG_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'catalog.sqlite'}",
+                "EXTRACT_CATALOG_IDENTITY_JWKS": str(root / "identity.jwks.json"),
+                "EXTRACT_CATALOG_NATS_URL": "",
+                "EXTRACT_CATALOG_LOG_LEVEL": "warning",
+            },
+            port=catalog_port,
+        )
+        gateway = ServiceProcess(
+            "gateway",
+            root,
+            env={
+                "EXTRACT_HOME": str(root / "home"),
+                "EXTRACT_GATEWAY_TLS_CERT": str(cert),
+                "EXTRACT_GATEWAY_TLS_KEY": str(key),
+                "EXTRACT_GATEWAY_IDENTITY_KEY": str(root / "identity.key.pem"),
+                "EXTRACT_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'gw.sqlite'}",
+                "EXTRACT_GATEWAY_NATS_URL": "",
+                "EXTRACT_GATEWAY_RATE_PER_IP": "0",
+                "EXTRACT_GATEWAY_LOG_LEVEL": "warning",
+                "EXTRACT_GATEWAY_PORT": str(gateway_port),
+                "EXTRACT_GATEWAY_CATALOG_URL": f"http://127.0.0.1:{catalog_port}",
+            },
+            port=gateway_port,
+            scheme="https",
+            verify=context,  # type: ignore[arg-type]
+        )
+        catalog.start(timeout=60)
+        gateway.start(timeout=60)
+        try:
+            with nginx(root / "nginx", catalog.port, cert, key) as nginx_port:
+                # Directly and through NGINX (which authenticates no one), the caller brings the
+                # identity token that the gateway mints itself.
+                token = issue_identity_token(identity, "user/bench", ttl=3600)
+                direct = {"authorization": f"Bearer {token}"}
+                targets: list[tuple[str, str, ssl.SSLContext | bool, bool]] = [
+                    ("direct to catalog (HTTP, keep-alive)", catalog.url, False, True),
+                    ("gateway TLS, keep-alive", gateway.url, context, True),
+                    ("gateway TLS, new connection each", gateway.url, context, False),
+                ]
+                if nginx_port is not None:
+                    url = f"https://127.0.0.1:{nginx_port}"
+                    targets += [
+                        ("nginx TLS, keep-alive", url, context, True),
+                        ("nginx TLS, new connection each", url, context, False),
+                    ]
+                for level in levels:
+                    results = []
+                    for name, base, verify, keepalive in targets:
+                        total = args.requests if level > 1 else args.requests // 2
+                        seconds, latencies = asyncio.run(
+                            drive(
+                                base + PATH,
+                                concurrency=level,
+                                total=total,
+                                verify=verify,
+                                keepalive=keepalive,
+                                headers={} if base == gateway.url else direct,
+                            )
+                        )
+                        results.append(Result(name, len(latencies), seconds, latencies))
+                    print(f"\nGET {PATH}, concurrency {level}")
+                    print_table(results)
+        finally:
+            gateway.stop()
+            catalog.stop()
+    print("\nsigning cost per critical response")
+    print_table(signing_cost())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The gateway app: its own session/credential API, then every other path proxied upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
+
+from gateway.api import gateway_api_router, jwks_router
+from gateway.authn import Authenticator
+from gateway.credentials import bootstrap_admin
+from gateway.errors import install_gateway_error_handlers
+from gateway.identity import IdentityTokens
+from gateway.limits import LimitsMiddleware, RateLimiter, SecurityHeadersMiddleware
+from gateway.oidc import OidcVerifier
+from gateway.openapi import MergedOpenAPI
+from gateway.proxy import ReverseProxy
+from gateway.routes import DEFAULT_ROUTES, Route, RoutingTable
+from gateway.sessions import SESSION_COOKIE, SessionStore
+from gateway.settings import GatewaySettings
+from gateway.signing import DeviceSignatures, ResponseSigner
+from gateway.upstreams import Upstream, Upstreams
+from servicekit.app import create_service_app
+from servicekit.db import create_engine, database_check, session_factory
+from servicekit.errors import NotFound, ServiceUnavailable
+from servicekit.migrate import migrate_service_database
+from servicekit.security import ANONYMOUS_CLAIM, load_or_create_signing_key
+
+__all__ = ["MIGRATIONS", "VERSION_TABLE", "create_app"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "gateway_alembic_version"
+MOBILE_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "mobile"
+PROXIED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _upstream_ready(upstream: Upstream):  # type: ignore[no-untyped-def]
+    async def check() -> None:
+        try:
+            response = await upstream.client.get(f"{upstream.url}/readyz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{upstream.url}: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise ServiceUnavailable(f"{upstream.url}/readyz answered {response.status_code}")
+
+    return check
+
+
+def _bearer_verifier(settings: GatewaySettings) -> OidcVerifier | None:
+    if not settings.oidc_jwks_url:
+        return None
+    return OidcVerifier(
+        settings.oidc_jwks_url,
+        issuer=settings.oidc_issuer,
+        audience=settings.oidc_audience or None,
+    )
+
+
+def _add_edge_middleware(app: FastAPI, settings: GatewaySettings) -> None:
+    # Inside the chassis's middleware (request id, tracing, access log, metrics), so that
+    # refusals here are logged and counted too; outermost of them the security headers.
+    per_ip = RateLimiter(settings.rate_per_ip, settings.burst_per_ip, what="client address")
+    app.user_middleware += [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["content-type", "authorization", "accept", "x-request-id"],
+            max_age=600,
+        ),
+        Middleware(LimitsMiddleware, per_ip=per_ip, max_header_bytes=settings.max_header_bytes),
+    ]
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    routes: Iterable[Route] = DEFAULT_ROUTES,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The gateway; `transport` replaces the network under every upstream client (tests)."""
+    table = RoutingTable(routes)
+    per_principal = RateLimiter(
+        settings.rate_per_principal, settings.burst_per_principal, what="principal"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.database_location()
+        await migrate_service_database(url, MIGRATIONS, VERSION_TABLE)
+        engine = create_engine(url)
+        app.state.database = session_factory(engine)
+        if settings.admin_password:
+            async with app.state.database.begin() as session:
+                await bootstrap_admin(session=session, password=settings.admin_password)
+        app.state.sessions = SessionStore(app.state.database, ttl=settings.session_ttl)
+        await app.state.sessions.delete_expired()
+        app.state.authenticator = Authenticator(app.state.sessions, _bearer_verifier(settings))
+        tokens = IdentityTokens(
+            load_or_create_signing_key(settings.identity_key_location()),
+            ttl=settings.identity_token_ttl,
+            issuer=settings.identity_issuer,
+        )
+        signer = ResponseSigner(load_or_create_signing_key(settings.signing_key_location()))
+        app.state.signer = signer
+        upstreams = Upstreams.from_settings(settings, transport)
+        app.state.upstreams = upstreams
+        app.state.proxy = ReverseProxy(
+            upstreams,
+            tokens,
+            retries=settings.retries,
+            session_cookie=SESSION_COOKIE,
+            devices=DeviceSignatures(app.state.database),
+            signer=signer,
+        )
+        app.state.readiness.add("database", database_check(engine))
+        for upstream in upstreams:
+            app.state.readiness.add(upstream.name, _upstream_ready(upstream))
+        app.state.openapi = MergedOpenAPI(app.openapi, upstreams, table)
+        upstreams.start_health_checks(settings.health_interval)
+        try:
+            yield
+        finally:
+            await upstreams.close()
+            await engine.dispose()
+
+    async def forward_to_route(request: Request) -> Response:
+        route = table.match(request.url.path)
+        if route is None:
+            raise NotFound(f"no route for {request.url.path}")
+        caller = await request.app.state.authenticator.caller(request)
+        if caller.identity.principal != ANONYMOUS_CLAIM:  # anonymous callers: per IP only
+            per_principal.check(caller.identity.principal)
+        return await request.app.state.proxy.forward(request, route, caller.identity)
+
+    app = create_service_app(
+        name="gateway",
+        settings=settings,
+        routers=[gateway_api_router(), jwks_router()],
+        lifespan=lifespan,
+    )
+    install_gateway_error_handlers(app)
+    _add_edge_middleware(app, settings)
+    app.state.forward_to_route = forward_to_route
+
+    async def merged_openapi(request: Request) -> Response:
+        return JSONResponse(await request.app.state.openapi.document())
+
+    # Replaces FastAPI's own document, which knows only the gateway's few routes.
+    app.router.routes[:] = [
+        r for r in app.router.routes if getattr(r, "path", "") != "/openapi.json"
+    ]
+    app.router.add_route("/openapi.json", merged_openapi, methods=["GET"], include_in_schema=False)
+    static = Path(settings.static_dir) if settings.static_dir else MOBILE_CLIENT
+    if static.is_dir():
+        app.mount("/app", StaticFiles(directory=static, html=True), name="app")
+    app.router.add_route(
+        "/{path:path}", forward_to_route, methods=PROXIED_METHODS, include_in_schema=False
+    )
+    return app

@@ -1,0 +1,323 @@
+"""The streaming reverse proxy: bodies flow both ways without buffering, through a breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import Request, Response
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+
+from gateway.errors import GatewayTimeout
+from gateway.identity import IDENTITY_HEADERS, IdentityTokens
+from gateway.routes import Route
+from gateway.signing import (
+    DEVICE_SIGNATURE_HEADER,
+    RESPONSE_SIGNATURE_HEADER,
+    DeviceSignatures,
+    ResponseSigner,
+)
+from gateway.upstreams import Upstream, Upstreams
+from servicekit.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable, UpstreamError
+from servicekit.middleware.request_id import current_request_id
+from servicekit.security import Identity
+
+__all__ = ["IDEMPOTENT_METHODS", "ReverseProxy"]
+
+logger = logging.getLogger("gateway.proxy")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what the gateway sets itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SET_BY_GATEWAY = frozenset(
+    {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "traceparent",
+        "tracestate",
+    }
+)
+# W3C trace context of the gateway's own span, so upstream spans are its children.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+_SET_BY_SERVER = frozenset({"server", "date"})
+_UPSTREAM_DOWN_STATUSES = frozenset({502, 503, 504})
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_MAX_SIGNED_RESPONSE = 8 * 1024 * 1024
+
+
+def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[str]:
+    """Header names a `Connection` header declares hop-by-hop for this message."""
+    listed: set[str] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            listed |= {token.strip().lower() for token in value.decode("latin-1").split(",")}
+    return listed
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ReverseProxy:
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        tokens: IdentityTokens,
+        *,
+        retries: int,
+        session_cookie: str,
+        devices: DeviceSignatures,
+        signer: ResponseSigner,
+    ) -> None:
+        self.upstreams = upstreams
+        self.tokens = tokens
+        self.retries = retries
+        self.session_cookie = session_cookie
+        self.devices = devices
+        self.signer = signer
+
+    async def forward(self, request: Request, route: Route, identity: Identity) -> Response:
+        upstream = self.upstreams.get(route.upstream)
+        if upstream is None:
+            raise ServiceUnavailable(
+                f"{request.url.path}: the {route.upstream} service is not configured here",
+                detail={"upstream": route.upstream},
+            )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > route.max_body:
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes exceeds the {route.max_body} bytes "
+                f"accepted on {route.prefix}"
+            )
+        url = upstream.url + _upstream_path(request, route)
+        query = request.scope.get("query_string", b"")
+        headers = self._request_headers(request, identity)
+        has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
+        if route.critical:
+            return await self._forward_critical(request, route, upstream, url, headers)
+        body = _capped(request.stream(), route.max_body) if has_body else None
+        outgoing = upstream.client.build_request(
+            request.method,
+            httpx.URL(url, query=query),
+            headers=headers,
+            content=body,
+        )
+        response = await self._send(upstream, outgoing, retriable=_retriable(request, has_body))
+        return _streaming_response(response, upstream.name)
+
+    async def _forward_critical(
+        self,
+        request: Request,
+        route: Route,
+        upstream: Upstream,
+        url: str,
+        headers: list[tuple[str, str]],
+    ) -> Response:
+        """Critical payloads are small and signed whole: the request body is read and its
+        device signature checked before anything goes upstream; the response is read,
+        signed with the gateway's key, then sent."""
+        body = b""
+        if request.method in _METHODS_WITH_BODY:
+            try:
+                body = b"".join(
+                    [chunk async for chunk in _capped(request.stream(), route.max_body)]
+                )
+            except _BodyTooLarge as exc:
+                raise PayloadTooLarge(str(exc)) from None
+            await self.devices.verify(
+                request.headers.get(DEVICE_SIGNATURE_HEADER),
+                request.method,
+                request.url.path,
+                body,
+            )
+        # Signed as sent: no content coding between the signature and the bytes it covers.
+        headers = [(n, v) for n, v in headers if n != "accept-encoding"]
+        headers.append(("accept-encoding", "identity"))
+        outgoing = upstream.client.build_request(
+            request.method,
+            httpx.URL(url, query=request.scope.get("query_string", b"")),
+            headers=headers,
+            content=body or None,
+        )
+        response = await self._send(upstream, outgoing, retriable=request.method != "POST")
+        try:
+            content = await _read_capped(response, _MAX_SIGNED_RESPONSE)
+        finally:
+            await response.aclose()
+        signed = Response(content, status_code=response.status_code)
+        signed.raw_headers = [
+            *_response_headers(response, extra_drop={"content-length"}),
+            (b"content-length", str(len(content)).encode()),
+            (RESPONSE_SIGNATURE_HEADER.encode(), self.signer.sign(content).encode()),
+        ]
+        return signed
+
+    def _request_headers(self, request: Request, identity: Identity) -> list[tuple[str, str]]:
+        raw = request.scope["headers"]
+        drop = _HOP_BY_HOP | _SET_BY_GATEWAY | IDENTITY_HEADERS | _connection_listed(raw)
+        headers: list[tuple[str, str]] = []
+        for name_bytes, value_bytes in raw:
+            name = name_bytes.decode("latin-1").lower()
+            if name in drop:
+                continue
+            value = value_bytes.decode("latin-1")
+            if name == "cookie":
+                value = self._without_session_cookie(value)
+                if not value:
+                    continue
+            headers.append((name, value))
+        client = request.client.host if request.client else "unknown"
+        headers += [
+            ("x-forwarded-for", client),
+            ("x-forwarded-proto", request.url.scheme),
+            ("x-forwarded-host", request.headers.get("host", "")),
+            ("authorization", f"Bearer {self.tokens.token_for(identity)}"),
+        ]
+        carrier: dict[str, str] = {}
+        _TRACE_CONTEXT.inject(carrier)
+        if not carrier and "traceparent" in request.headers:
+            # No span of ours is recording: pass the caller's context on unchanged.
+            carrier = {
+                k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers
+            }
+        headers += list(carrier.items())
+        if (request_id := current_request_id()) and "x-request-id" not in request.headers:
+            headers.append(("x-request-id", request_id))
+        return headers
+
+    def _without_session_cookie(self, header: str) -> str:
+        prefix = f"{self.session_cookie}="
+        kept = [c.strip() for c in header.split(";") if not c.strip().startswith(prefix)]
+        return "; ".join(c for c in kept if c)
+
+    async def _send(
+        self, upstream: Upstream, outgoing: httpx.Request, *, retriable: bool
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            if not upstream.breaker.allow():
+                retry_after = max(1, round(upstream.breaker.retry_after()))
+                raise ServiceUnavailable(
+                    f"the {upstream.name} service is failing; its circuit breaker is open",
+                    detail={"upstream": upstream.name},
+                    headers={"Retry-After": str(retry_after)},
+                )
+            try:
+                response = await upstream.client.send(outgoing, stream=True)
+            except _BodyTooLarge as exc:
+                upstream.breaker.success()
+                raise PayloadTooLarge(str(exc)) from None
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                upstream.breaker.failure()
+                if retriable and attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
+                raise UpstreamError(
+                    f"the {upstream.name} service cannot be reached: {type(exc).__name__}",
+                    detail={"upstream": upstream.name},
+                ) from None
+            except httpx.TimeoutException:
+                upstream.breaker.failure()
+                raise GatewayTimeout(
+                    f"the {upstream.name} service did not answer in time",
+                    detail={"upstream": upstream.name},
+                ) from None
+            except httpx.HTTPError as exc:
+                upstream.breaker.failure()
+                raise UpstreamError(
+                    f"the {upstream.name} service failed: {type(exc).__name__}: {exc}",
+                    detail={"upstream": upstream.name},
+                ) from None
+            if response.status_code in _UPSTREAM_DOWN_STATUSES:
+                upstream.breaker.failure()
+            else:
+                upstream.breaker.success()
+            return response
+
+
+def _upstream_path(request: Request, route: Route) -> str:
+    """The path as the client encoded it (so signatures over it, like SigV4's, still hold),
+    without the route's prefix when it strips one."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1")
+    if route.strip_prefix and not route.matches(path):
+        raise InvalidInput(f"path {path!r} must spell the {route.prefix} prefix unencoded")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in path):
+        raise InvalidInput("path holds characters that must be percent-encoded")
+    return route.upstream_path(path)
+
+
+def _retriable(request: Request, has_body: bool) -> bool:
+    # A streamed body cannot be sent twice; connect failures happen before it is read, but a
+    # request with a body is retried only when the method makes a repeat harmless.
+    return request.method in IDEMPOTENT_METHODS and (not has_body or request.method != "POST")
+
+
+async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > limit:
+            raise _BodyTooLarge(f"request body exceeds the {limit} bytes accepted on this route")
+        if chunk:
+            yield chunk
+
+
+async def _relay(response: httpx.Response, upstream: str) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        # Headers are out: all that is left is to cut the connection, so the client sees a
+        # truncated body rather than a complete-looking one.
+        logger.warning("%s response broke off: %s: %s", upstream, type(exc).__name__, exc)
+        raise
+
+
+def _response_headers(
+    response: httpx.Response, extra_drop: frozenset[str] | set[str] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    raw = response.headers.raw
+    drop = _HOP_BY_HOP | _SET_BY_SERVER | _connection_listed(raw) | extra_drop
+    return [(n.lower(), v) for n, v in raw if n.decode("latin-1").lower() not in drop]
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    content = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            content += chunk
+            if len(content) > limit:
+                raise UpstreamError(f"critical response exceeds {limit} bytes; not signing it")
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"upstream response broke off: {type(exc).__name__}") from None
+    return bytes(content)
+
+
+def _streaming_response(response: httpx.Response, upstream: str) -> StreamingResponse:
+    streaming = StreamingResponse(
+        _relay(response, upstream),
+        status_code=response.status_code,
+        background=BackgroundTask(response.aclose),
+    )
+    streaming.raw_headers = _response_headers(response)
+    return streaming
