@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test tools whose pins clash with the platform's, each in its own venv (sslyze: cryptography<47).
+TOOLS  := .venv-tools
+SSLYZE := $(TOOLS)/sslyze/bin/sslyze
 
 .PHONY: setup up down status test bench lint clean
 
@@ -24,8 +27,12 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/extract status
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+$(SSLYZE):
+	$(PYTHON) -m venv $(TOOLS)/sslyze
+	$(TOOLS)/sslyze/bin/python -m pip install --quiet 'sslyze>=6.1,<7'
+
+test: $(STAMP) $(SSLYZE)
+	EXTRACT_SSLYZE=$(abspath $(SSLYZE)) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.outbox
@@ -35,4 +42,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .extract
+	rm -rf $(VENV) $(TOOLS) .extract

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -116,6 +118,36 @@ def token(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     sys.stdout.write(minted + "\n")
+
+
+@app.command("s3-key")
+def s3_key(
+    principal: Annotated[str, typer.Option(help="owner of the key: user/<name> or group/<name>")],
+) -> None:
+    """Create an S3 key pair for the local stack's SkyStore proxies; prints AWS_* lines."""
+    home = StackHome.from_env()
+    endpoints_file = home.root / "endpoints.json"
+    endpoints = json.loads(endpoints_file.read_text()) if endpoints_file.exists() else {}
+    locator = endpoints.get("skystore", "http://127.0.0.1:8102")
+    token_file = home.keys / "skystore-internal.token"
+    if not token_file.exists():
+        console.print("[red]error:[/red] SkyStore has never run here; start it with `extract up`")
+        raise typer.Exit(1)
+    try:
+        response = httpx.post(
+            f"{locator}/access-keys",
+            json={"principal": principal},
+            headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] the SkyStore locator at {locator} does not answer: {exc}")
+        raise typer.Exit(1) from exc
+    if response.status_code != 201:
+        console.print(f"[red]error:[/red] {response.json().get('detail', response.text)}")
+        raise typer.Exit(2)
+    key = response.json()
+    sys.stdout.write(f"AWS_ACCESS_KEY_ID={key['key_id']}\nAWS_SECRET_ACCESS_KEY={key['secret']}\n")
 
 
 def main() -> None:

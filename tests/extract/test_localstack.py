@@ -15,25 +15,17 @@ import pytest
 from extract.localstack import PARTS, Stack, StackHome
 from servicekit.infra import free_port, port_is_free
 from servicekit.infra.process import pid_alive, read_pid
+from servicekit.infra.seaweed import SeaweedPorts
 from servicekit.security import JWKSet, verify_identity_token
 
 EXTRACT = [sys.executable, "-m", "extract"]
-
-
-def free_base() -> int:
-    """A base port for a SeaweedFS region: base..base+3 and their gRPC twins +10000 free."""
-    while True:
-        base = free_port()
-        ports = (*range(base, base + 4), *range(base + 10000, base + 10004))
-        if base + 10004 < 65536 and all(port_is_free(p) for p in ports):
-            return base
 
 
 def stack_env(home: Path) -> dict[str, str]:
     env = {"EXTRACT_HOME": str(home)}
     for part in PARTS:
         seaweed = part.name.startswith("s3-")
-        env[part.port_variable] = str(free_base() if seaweed else free_port())
+        env[part.port_variable] = str(SeaweedPorts.free_base() if seaweed else free_port())
     return {**os.environ, **env}
 
 
