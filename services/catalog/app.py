@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from servicekit.app import create_service_app
+from servicekit.credential_refs import resolve_credentials
 from servicekit.db import create_engine, database_check, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.s3 import s3_check
@@ -91,11 +92,13 @@ def _s3_context(settings: CatalogSettings) -> S3Context:
 def _default_s3_service(settings: CatalogSettings) -> DefaultS3Service | None:
     if not settings.s3_endpoint:
         return None
-    if not (settings.s3_access_key and settings.s3_secret_key):
+    access, secret = settings.s3_access_key, settings.s3_secret_key
+    if not (access and secret) and settings.s3_credentials:
+        access, secret = resolve_credentials(settings.s3_credentials)
+    if not (access and secret):
         raise ValueError(
             "EXTRACT_CATALOG_S3_ENDPOINT is set: set EXTRACT_CATALOG_S3_ACCESS_KEY and"
-            " EXTRACT_CATALOG_S3_SECRET_KEY too (or unset the endpoint)"
+            " EXTRACT_CATALOG_S3_SECRET_KEY, or EXTRACT_CATALOG_S3_CREDENTIALS (or unset the"
+            " endpoint)"
         )
-    return DefaultS3Service(
-        settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region
-    )
+    return DefaultS3Service(settings.s3_endpoint, access, secret, settings.s3_region)

@@ -36,6 +36,11 @@ class CatalogSettings(ServiceSettings):
     s3_endpoint: str = Field("", description="default S3 service URL; empty = no default")
     s3_access_key: str = Field("", description="access key of the default S3 service")
     s3_secret_key: str = Field("", description="secret key of the default S3 service")
+    s3_credentials: str = Field(
+        "",
+        description="where the default S3 service's key pair is, when the keys above are not"
+        " set: env:PREFIX or file:/path#profile (an ini like ~/.aws/credentials)",
+    )
     s3_region: str = Field("", description="region name of the default S3 service")
     s3_bucket: str = Field("extract-data", description="bucket of data-objects naming none")
     secrets_key: str = Field(

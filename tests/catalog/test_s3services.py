@@ -272,6 +272,28 @@ async def test_endpoint_without_keys_refuses_to_start(settings: CatalogSettings)
             pass
 
 
+async def test_keys_from_a_credentials_file(
+    settings: CatalogSettings, s3_endpoint: S3Endpoint, tmp_path: Path, mint_token: Any
+) -> None:
+    ini = tmp_path / "s3-credentials"
+    ini.write_text(
+        f"[default]\naws_access_key_id = {s3_endpoint.access_key}\n"
+        f"aws_secret_access_key = {s3_endpoint.secret_key}\n"
+    )
+    from_file = settings.model_copy(
+        update={"s3_access_key": "", "s3_secret_key": "", "s3_credentials": f"file:{ini}"}
+    )
+    headers = {"Authorization": f"Bearer {mint_token('user/alice')}"}
+    async with app_client(create_app(from_file), headers=headers) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        found = (await client.get("/api/credential")).json()["resources"]
+        assert [c["access-key"] for c in found] == [s3_endpoint.access_key]
+    missing = from_file.model_copy(update={"s3_credentials": f"file:{tmp_path / 'nothing'}"})
+    with pytest.raises(ValueError, match="cannot read"):
+        async with app_client(create_app(missing)):
+            pass
+
+
 async def test_secret_key_cannot_be_searched_sorted_or_aggregated(
     alice: httpx.AsyncClient,
 ) -> None:
