@@ -116,13 +116,11 @@ def service_part(
 
 
 def catalog_s3_settings(home: StackHome, ports: Ports) -> dict[str, str]:
-    """The catalog's default S3 service: the `local:edge` region, with its keys."""
-    access, secret = home.s3_credentials("local:edge")
-    s3_port = SeaweedPorts.from_base(ports["s3-edge"]).s3
+    """The catalog's default S3 service: SkyStore's `local:edge` proxy, with the admin's key pair
+    that the locator writes to $EXTRACT_HOME/s3-credentials when it first starts."""
     return {
-        "EXTRACT_CATALOG_S3_ENDPOINT": f"http://127.0.0.1:{s3_port}",
-        "EXTRACT_CATALOG_S3_ACCESS_KEY": access,
-        "EXTRACT_CATALOG_S3_SECRET_KEY": secret,
+        "EXTRACT_CATALOG_S3_ENDPOINT": f"http://127.0.0.1:{ports['skystore-edge']}",
+        "EXTRACT_CATALOG_S3_CREDENTIALS": f"file:{home.root / 's3-credentials'}#default",
         "EXTRACT_CATALOG_S3_REGION": "local:edge",
     }
 
@@ -252,7 +250,6 @@ PARTS: tuple[Part, ...] = (
     Part("nats", "EXTRACT_NATS_PORT", 14222, nats_unit, "NATS with JetStream"),
     seaweed_part("s3-edge", "local:edge", 18300),
     seaweed_part("s3-cloud", "local:cloud", 18310),
-    service_part("catalog", 8101, "data catalog (Nuvla API)", settings=catalog_s3_settings),
     service_part(
         "skystore",
         8102,
@@ -262,6 +259,8 @@ PARTS: tuple[Part, ...] = (
     ),
     skystore_proxy_part("skystore-edge", "local:edge", 8110),
     skystore_proxy_part("skystore-cloud", "local:cloud", 8111),
+    # After SkyStore: its default S3 service is the edge proxy.
+    service_part("catalog", 8101, "data catalog (Nuvla API)", settings=catalog_s3_settings),
     # Last: it fronts every part above and is ready only when they are.
     gateway_part(8443),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -10,9 +11,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import httpx
 import pytest
 
 from extract.localstack import PARTS, Stack, StackHome
+from servicekit.credential_refs import resolve_credentials
 from servicekit.infra import free_port, port_is_free
 from servicekit.infra.process import pid_alive, read_pid
 from servicekit.infra.seaweed import SeaweedPorts
@@ -112,3 +116,39 @@ def test_bad_port_variable_is_refused(tmp_path: Path) -> None:
     refused = run(["up"], env)
     assert refused.returncode == 2
     assert "EXTRACT_NATS_PORT='forty'" in refused.stderr
+
+
+def test_data_objects_of_the_stack_live_in_skystore(
+    running_stack: tuple[Path, dict[str, str]],
+) -> None:
+    """The catalog's default S3 service is SkyStore's edge proxy: an object uploaded through a
+    data-object is in the global namespace, readable through the cloud proxy too."""
+    home, env = running_stack
+    token = run(["token", "--principal", "user/alice"], env).stdout.strip()
+    catalog = f"http://127.0.0.1:{env['EXTRACT_CATALOG_PORT']}/api"
+    content = b"radio spectrum " * 1000
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        template = {"href": "data-object-template/generic", "object": "runs/spectrum.bin"}
+        added = client.post(f"{catalog}/data-object", json={"template": template})
+        assert added.status_code == 201, added.text
+        resource = f"{catalog}/{added.json()['resource-id']}"
+        upload = client.post(f"{resource}/upload")
+        assert upload.status_code == 200, upload.text
+        assert upload.json()["uri"].startswith(
+            f"http://127.0.0.1:{env['EXTRACT_SKYSTORE_EDGE_PORT']}/"
+        )
+        assert httpx.put(upload.json()["uri"], content=content).status_code == 200
+        ready = client.post(f"{resource}/ready")
+        assert ready.status_code == 200, ready.text
+        document = client.get(resource).json()
+    assert document["sha256"] == hashlib.sha256(content).hexdigest()
+    access, secret = resolve_credentials(f"file:{home / 's3-credentials'}")
+    cloud = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{env['EXTRACT_SKYSTORE_CLOUD_PORT']}",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+    )
+    read = cloud.get_object(Bucket=document["bucket"], Key=document["object"])
+    assert read["Body"].read() == content
