@@ -8,7 +8,7 @@ from typing import ClassVar, Protocol
 from servicekit.errors import InvalidInput
 from services.skystore.schemas import Bucket, Locator
 
-__all__ = ["POLICIES", "Placement", "choose_read", "policy"]
+__all__ = ["POLICIES", "PUSH", "Placement", "choose_read", "evictable_policies", "policy"]
 
 Distance = Callable[[str, str], tuple[float, float]]
 
@@ -17,6 +17,10 @@ class Placement(Protocol):
     name: ClassVar[str]
     # A read served from another region leaves a whole copy in the reader's region.
     copy_on_read: ClassVar[bool]
+    # Its non-base copies are read caches, evicted when unread past their TTL. Copies the
+    # policy itself asks for (replicate_all, push) are not: evicting them would break the
+    # policy's promise, and the push sweep would only copy them back.
+    evictable: ClassVar[bool]
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         """Where a new object's copies are written, the first being its base copy."""
@@ -28,6 +32,7 @@ class WriteLocal:
 
     name: ClassVar[str] = "write_local"
     copy_on_read: ClassVar[bool] = False
+    evictable: ClassVar[bool] = False
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         return [local] if bucket.physical_in(local) else [bucket.base_region]
@@ -38,6 +43,7 @@ class ReplicateAll:
 
     name: ClassVar[str] = "replicate_all"
     copy_on_read: ClassVar[bool] = False
+    evictable: ClassVar[bool] = False
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         regions = [p.region for p in bucket.physical]
@@ -46,7 +52,8 @@ class ReplicateAll:
 
 
 class Push(WriteLocal):
-    """Write locally; the locator's worker then copies the object to every other region."""
+    """Write locally; the locator's push worker then copies the object to every other region
+    of the bucket (on its `skystore.object.created` event; the sweep catches up on missed ones)."""
 
     name: ClassVar[str] = "push"
 
@@ -57,11 +64,18 @@ class CopyOnRead(WriteLocal):
 
     name: ClassVar[str] = "copy_on_read"
     copy_on_read: ClassVar[bool] = True
+    evictable: ClassVar[bool] = True
 
 
 POLICIES: dict[str, Placement] = {
     p.name: p for p in (WriteLocal(), ReplicateAll(), Push(), CopyOnRead())
 }
+PUSH = Push.name
+
+
+def evictable_policies() -> list[str]:
+    """Policies whose non-base copies TTL eviction may remove."""
+    return sorted(p.name for p in POLICIES.values() if p.evictable)
 
 
 def policy(name: str) -> Placement:

@@ -56,6 +56,13 @@ class LocatorSettings(ServiceSettings):
         "t_even (break-even: egress cost / storage cost of the replica's region)",
     )
     replica_ttl: float = Field(24 * 3600.0, description="seconds an unread replica is kept")
+    push_consumer: str = Field(
+        "skystore-push",
+        description="durable NATS consumer of skystore.object.created that drives push "
+        "replication; locators sharing one database share it, other deployments on the same "
+        "NATS need their own name",
+    )
+    push_workers: int = Field(2, ge=1, description="concurrent copies of the push worker")
 
     def secrets_key_location(self) -> Path:
         return (

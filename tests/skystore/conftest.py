@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from botocore.config import Config
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.db import create_engine, session_factory
+from servicekit.infra.nats import NatsServer
 from servicekit.infra.ports import free_port
 from servicekit.infra.seaweed import S3Endpoint
 from servicekit.migrate import migrate_service_database
@@ -71,13 +72,15 @@ def physical(s3_regions: dict[str, S3Endpoint]) -> Callable[[str], Any]:
 
 @dataclass
 class Stack:
-    """A locator and the two proxies as real uvicorn processes, with one access key."""
+    """A locator and its proxies as real uvicorn processes, with one access key."""
 
     locator: ServiceProcess
     proxies: dict[str, ServiceProcess]
     token: str
     key_id: str
     secret: str
+    nats_url: str = ""
+    root: Path = Path()
 
     def client(self, region: str = "local:edge", *, url: str | None = None, **config: Any) -> Any:
         return boto3.client(
@@ -104,12 +107,36 @@ class Stack:
         key = self.locator_call("POST", "/access-keys", json={"principal": principal})
         return key["key_id"], key["secret"]
 
+    def proxy_process(self, region: str, name: str, **env: str) -> ServiceProcess:
+        """A proxy of `region` on this stack's locator (not started), `env` added."""
+        log_dir = self.root / name
+        log_dir.mkdir(exist_ok=True)
+        port = free_port()
+        return ServiceProcess(
+            "services.skystore.proxy",
+            log_dir,
+            env={
+                "EXTRACT_HOME": str(self.root),
+                "EXTRACT_SKYSTORE_PROXY_INTERNAL_TOKEN": str(self.root / "token"),
+                "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
+                "EXTRACT_SKYSTORE_PROXY_REGION": region,
+                "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": self.locator.url,
+                **env,
+            },
+            port=port,
+        )
 
-@pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, s3_regions: dict[str, S3Endpoint], nats_url: str
+
+@contextmanager
+def run_stack(
+    root: Path,
+    s3_regions: dict[str, S3Endpoint],
+    *,
+    nats_url: str,
+    proxies: tuple[str, ...] = ("local:edge", "local:cloud"),
+    **locator_env: str,
 ) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("skystore")
+    """A locator (SQLite, sweeps only on POST /sweep) and one proxy per region in `proxies`."""
     ini = root / "s3-regions.ini"
     ini.write_text(
         "".join(
@@ -127,17 +154,13 @@ def stack(
         {"src": "local:cloud", "dst": "local:edge", "latency_ms": 20, "egress_cost": 0.09},
     ]
     (root / "regions.json").write_text(json.dumps({"regions": regions, "links": links}))
-    common = {
-        "EXTRACT_HOME": str(root),
-        "EXTRACT_SKYSTORE_INTERNAL_TOKEN": str(root / "token"),
-        "EXTRACT_SKYSTORE_PROXY_INTERNAL_TOKEN": str(root / "token"),
-    }
     port = free_port()
     locator = ServiceProcess(
         "services.skystore.locator",
         root,
         env={
-            **common,
+            "EXTRACT_HOME": str(root),
+            "EXTRACT_SKYSTORE_INTERNAL_TOKEN": str(root / "token"),
             "EXTRACT_SKYSTORE_PORT": str(port),
             "EXTRACT_SKYSTORE_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'locator.sqlite'}",
             "EXTRACT_SKYSTORE_REGIONS_FILE": str(root / "regions.json"),
@@ -147,31 +170,45 @@ def stack(
             "EXTRACT_SKYSTORE_EVICTION": "fixed_ttl",
             "EXTRACT_SKYSTORE_REPLICA_TTL": "2",
             "EXTRACT_SKYSTORE_NATS_URL": nats_url,
+            **locator_env,
         },
         port=port,
     )
-    proxies = {}
     with ExitStack() as stop:
         locator.start()
         stop.callback(locator.stop)
-        for region in ("local:edge", "local:cloud"):
-            port = free_port()
-            proxy = ServiceProcess(
-                "services.skystore.proxy",
-                root / region.replace(":", "-"),
-                env={
-                    **common,
-                    "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
-                    "EXTRACT_SKYSTORE_PROXY_REGION": region,
-                    "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": locator.url,
-                },
-                port=port,
-            )
-            proxy.log_dir.mkdir(exist_ok=True)
+        token = (root / "token").read_text().strip()
+        partial = Stack(locator, {}, token, "", "", nats_url, root)
+        for region in proxies:
+            proxy = partial.proxy_process(region, region.replace(":", "-"))
             proxy.start()
             stop.callback(proxy.stop)
-            proxies[region] = proxy
-        token = (root / "token").read_text().strip()
-        partial = Stack(locator, proxies, token, "", "")
+            partial.proxies[region] = proxy
         key_id, secret = partial.new_key("user/alice")
-        yield Stack(locator, proxies, token, key_id, secret)
+        yield Stack(locator, partial.proxies, token, key_id, secret, nats_url, root)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, s3_regions: dict[str, S3Endpoint]
+) -> Iterator[Stack]:
+    """The shared stack, on a NATS of its own: the push worker's durable consumer must not
+    meet other test sessions' SKYSTORE events on a shared server."""
+    root = tmp_path_factory.mktemp("skystore")
+    nats = NatsServer(port=free_port(), store_dir=root / "nats", log_path=root / "nats.log")
+    nats.start()
+    try:
+        with run_stack(root, s3_regions, nats_url=nats.url) as running:
+            yield running
+    finally:
+        nats.stop()
+
+
+@pytest.fixture
+def run_skystore(s3_regions: dict[str, S3Endpoint]) -> Callable[..., Any]:
+    """run_skystore(root, nats_url=…, proxies=…, **locator_env): a private stack (a context)."""
+
+    def run(root: Path, **options: Any) -> Any:
+        return run_stack(root, s3_regions, **options)
+
+    return run

@@ -8,13 +8,16 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 from botocore.exceptions import ClientError
 
 from servicekit.errors import InvalidInput
+from servicekit.testing import eventually
 from services.skystore.locator.eviction import ttl_rule
 from services.skystore.policies import POLICIES, choose_read, policy
 from services.skystore.schemas import Bucket, Link, Locator, PhysicalBucket, Region
@@ -117,14 +120,87 @@ def test_replicate_all_puts_a_copy_in_every_region_before_answering(stack, physi
     assert list(_physical(physical, CLOUD, bucket).values()) == [10]
 
 
-def test_push_replicates_asynchronously_through_the_worker(stack, physical) -> None:
-    bucket = _make(stack, "push")
-    stack.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"pushed")
-    assert _physical(physical, CLOUD, bucket) == {}
-    swept = stack.locator_call("POST", "/sweep")
-    assert swept["replicated"] >= 1
+def _copies(stack, bucket: str, key: str) -> set[tuple[str, str, bool]]:
+    info = stack.locator_call("GET", f"/buckets/{bucket}/objects/{key}")
+    return {(c["region"], c["status"], c["is_base"]) for c in info["locators"]}
+
+
+async def test_push_replicates_promptly_on_the_created_event(stack, physical) -> None:
+    bucket = await asyncio.to_thread(_make, stack, "push")
+    await asyncio.to_thread(stack.client(EDGE).put_object, Bucket=bucket, Key="k", Body=b"pushed")
+    # The stack never sweeps by itself (REAPER_INTERVAL=0): only the event can copy it.
+    await eventually(
+        lambda: _copies(stack, bucket, "k") == {(EDGE, "ready", True), (CLOUD, "ready", False)},
+        within=10,
+    )
     assert list(_physical(physical, CLOUD, bucket).values()) == [6]
-    assert stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read() == b"pushed"
+    got = await asyncio.to_thread(stack.client(CLOUD).get_object, Bucket=bucket, Key="k")
+    assert got["Body"].read() == b"pushed"
+
+
+async def test_push_of_an_overwrite_copies_the_new_generation_only(stack, physical) -> None:
+    bucket = await asyncio.to_thread(_make, stack, "push")
+    s3 = stack.client(EDGE)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="k", Body=b"one")
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="k", Body=b"second")
+    await eventually(
+        lambda: _copies(stack, bucket, "k") == {(EDGE, "ready", True), (CLOUD, "ready", False)},
+        within=10,
+    )
+    got = await asyncio.to_thread(stack.client(CLOUD).get_object, Bucket=bucket, Key="k")
+    assert got["Body"].read() == b"second"
+    await asyncio.to_thread(stack.locator_call, "POST", "/sweep")  # removes garbage of gen 1
+    assert list(_physical(physical, CLOUD, bucket).values()) == [6]
+
+
+def test_write_local_buckets_are_not_pushed(stack, physical) -> None:
+    bucket = _make(stack, "write_local")
+    stack.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"here")
+    marker = _make(stack, "push")  # a later push event, handled after this bucket's
+    stack.client(EDGE).put_object(Bucket=marker, Key="m", Body=b"m")
+    asyncio.run(eventually(lambda: len(_copies(stack, marker, "m")) == 2, within=10))
+    assert _copies(stack, bucket, "k") == {(EDGE, "ready", True)}
+    assert _physical(physical, CLOUD, bucket) == {}
+
+
+def test_push_while_nats_is_down_is_caught_up_by_the_sweep(
+    tmp_path: Path, run_skystore, physical, nats_server
+) -> None:
+    nats_server.stop()
+    with run_skystore(tmp_path, nats_url=nats_server.url, proxies=(EDGE,)) as down:
+        bucket = _make(down, "push")
+        down.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"swept")
+        assert _copies(down, bucket, "k") == {(EDGE, "ready", True)}
+        swept = down.locator_call("POST", "/sweep")
+        assert swept["replicated"] == 1
+        assert _copies(down, bucket, "k") == {(EDGE, "ready", True), (CLOUD, "ready", False)}
+        assert list(_physical(physical, CLOUD, bucket).values()) == [5]
+        # NATS back: the late event is relayed and consumed, and finds nothing left to copy.
+        nats_server.start()
+        asyncio.run(_wait_for_event(nats_server.url, bucket))
+        assert down.locator_call("POST", "/sweep")["replicated"] == 0
+        assert _copies(down, bucket, "k") == {(EDGE, "ready", True), (CLOUD, "ready", False)}
+
+
+async def _wait_for_event(url: str, bucket: str) -> None:
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+
+        async def consumed() -> bool:
+            try:
+                info = await js.consumer_info("SKYSTORE", "skystore-push")
+            except nats.js.errors.NotFoundError:
+                return False
+            return (
+                info.num_pending == 0
+                and info.num_ack_pending == 0
+                and info.delivered.stream_seq > 0
+            )
+
+        await eventually(consumed, within=20)
+    finally:
+        await client.close()
 
 
 def test_copy_on_read_of_a_range_keeps_the_whole_object(stack, physical) -> None:
@@ -160,8 +236,8 @@ def test_ttl_eviction_removes_the_replica_never_the_base(stack, physical) -> Non
     assert stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read() == b"cached"
 
 
-async def test_object_events_are_published(stack, nats_url: str) -> None:
-    client = await nats.connect(nats_url)
+async def test_object_events_are_published(stack) -> None:
+    client = await nats.connect(stack.nats_url)
     seen: list[dict] = []
     subscription = await client.subscribe("skystore.object.>")
     try:

@@ -18,7 +18,9 @@ from servicekit.security.secretbox import SecretBox
 from services.skystore.locator import registry
 from services.skystore.locator.api import locator_router
 from services.skystore.locator.collector import Collector
-from services.skystore.locator.messaging import EventRelay
+from services.skystore.locator.messaging import EventRelay, Subscription
+from services.skystore.locator.push import CREATED, PushWorker
+from services.skystore.locator.replication import Replicator
 from services.skystore.schemas import Link, Region
 from services.skystore.secrets_files import load_or_create_token
 from services.skystore.settings import LocatorSettings, internal_token_location
@@ -88,13 +90,23 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
         app.state.collector = collector
         if settings.reaper_interval > 0:
             collector.start()
-        events = EventRelay(settings.nats_url, app.state.sessions)
+        pusher = PushWorker(
+            app.state.sessions,
+            Replicator(app.state.sessions, clock=clock),
+            consumer=settings.push_consumer,
+            workers=settings.push_workers,
+            clock=clock,
+        )
+        pushes = Subscription(settings.push_consumer, CREATED, pusher.on_created)
+        events = EventRelay(settings.nats_url, app.state.sessions, (pushes,))
         if settings.nats_url:
+            pusher.start()
             events.start()
         try:
             yield
         finally:
             await events.stop()
+            await pusher.stop()
             await collector.stop()
             await engine.dispose()
 

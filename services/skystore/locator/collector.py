@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from servicekit.db import Clock, utc_now
 from servicekit.errors import ExtractError
 from servicekit.infra.seaweed import S3Endpoint
-from servicekit.s3 import S3Client, s3_client, upload_stream
+from servicekit.s3 import S3Client, s3_client
 from services.skystore.credentials import endpoint_of
 from services.skystore.locator import reaper, replicas
 from services.skystore.locator.eviction import ttl_rule
 from services.skystore.locator.registry import list_links, list_regions
-from services.skystore.schemas import Garbage, Locator, PhysicalBucket
+from services.skystore.locator.replication import Replicator
+from services.skystore.policies import PUSH
+from services.skystore.schemas import Garbage, PhysicalBucket
 
 __all__ = ["Collector", "Sweep"]
 
@@ -59,6 +61,7 @@ class Collector:
         self._replica_ttl = timedelta(seconds=replica_ttl)
         self._clock = clock
         self._client_factory = client_factory
+        self._replicator = Replicator(sessions, clock=clock, client_factory=client_factory)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -91,7 +94,7 @@ class Collector:
         rule = ttl_rule(self._eviction, fixed=self._replica_ttl, regions=known, links=links)
         async with self._sessions.begin() as session:
             evicted = await replicas.evict_expired(session, now=now, ttl_for=rule)
-        replicated = await self._push(endpoints)
+        replicated = await self._push()
         async with self._sessions() as session:
             work = await reaper.garbage(session)
             doomed = await reaper.stale_buckets(session)
@@ -111,50 +114,18 @@ class Collector:
             log.info("sweep: %s", done)
         return done
 
-    async def _push(self, endpoints: dict[str, S3Endpoint]) -> int:
-        """Asynchronous replication of `push` buckets: every region gets a copy."""
+    async def _push(self) -> int:
+        """The safety net of push replication: copies the push worker has not made (events
+        missed while NATS was down, failed copies, a locator restart mid-copy)."""
         async with self._sessions() as session:
-            wanted = await replicas.missing_replicas(session, policy="push")
+            wanted = await replicas.missing_replicas(session, policy=PUSH)
         copied = 0
         for object_id, region, source in wanted:
-            async with self._sessions.begin() as session:
-                target = await replicas.start_replica(
-                    session, object_id=object_id, region=region, now=self._clock()
-                )
             try:
-                await self._copy(endpoints, source, target)
-            except (BotoCoreError, ClientError, ExtractError, KeyError) as exc:
-                log.warning(
-                    "push of object %d to %s failed, retried later: %s", object_id, region, exc
-                )
-                async with self._sessions.begin() as session:
-                    await replicas.abort_replica(session, locator_id=target.id)
-                continue
-            async with self._sessions.begin() as session:
-                await replicas.complete_replica(session, locator_id=target.id, now=self._clock())
-            copied += 1
+                copied += await self._replicator.replicate(object_id, region, source)
+            except ExtractError as exc:  # the push worker started this copy meanwhile
+                log.info("push of object %d to %s skipped: %s", object_id, region, exc)
         return copied
-
-    async def _copy(
-        self, endpoints: dict[str, S3Endpoint], source: Locator, target: Locator
-    ) -> None:
-        async with (
-            self._client_factory(endpoints[source.region]) as reader,
-            self._client_factory(endpoints[target.region]) as writer,
-        ):
-            response = await reader.get_object(
-                Bucket=source.physical_bucket, Key=source.physical_key
-            )
-            body = response["Body"]
-
-            async def chunks() -> AsyncIterator[bytes]:
-                try:
-                    async for chunk in body.iter_chunks(256 * 1024):
-                        yield chunk
-                finally:
-                    body.close()
-
-            await upload_stream(writer, target.physical_bucket, target.physical_key, chunks())
 
     async def _remove(self, endpoints: dict[str, S3Endpoint], item: Garbage) -> bool:
         endpoint = endpoints.get(item.region)

@@ -21,6 +21,7 @@ __all__ = [
     "complete_replica",
     "evict_expired",
     "missing_replicas",
+    "start_push",
     "start_replica",
     "touch",
 ]
@@ -172,10 +173,11 @@ async def evict_expired(session: AsyncSession, *, now: datetime, ttl_for: TTLFor
 
 
 async def missing_replicas(
-    session: AsyncSession, *, policy: str, limit: int = 100
+    session: AsyncSession, *, policy: str, object_id: int | None = None, limit: int = 100
 ) -> list[tuple[int, str, Locator]]:
     """(object id, region lacking a copy, a ready copy to read) for listed versions of buckets
-    with `policy`, for every region the bucket has a physical bucket in."""
+    with `policy` (or only object `object_id`), for every region the bucket has a physical
+    bucket in. A copy being made (pending) or removed counts as present."""
     copy = locators.alias("copy")
     query = (
         sa.select(objects.c.id, physical_buckets.c.region)
@@ -188,9 +190,11 @@ async def missing_replicas(
                 copy.c.object_id == objects.c.id, copy.c.region == physical_buckets.c.region
             ),
         )
-        .order_by(objects.c.id)
+        .order_by(objects.c.id, physical_buckets.c.region)
         .limit(limit)
     )
+    if object_id is not None:
+        query = query.filter(objects.c.id == object_id)
     found = []
     for row in (await session.execute(query)).all():
         source = (
@@ -204,3 +208,33 @@ async def missing_replicas(
         if source is not None:
             found.append((row.id, row.region, locator_of(source)))
     return found
+
+
+async def start_push(
+    session: AsyncSession, *, bucket: str, key: str, generation: int, policy: str, now: datetime
+) -> list[tuple[Locator, Locator]]:
+    """Phase one of the copies a `policy` bucket still lacks of generation `generation` of
+    bucket/key: (a ready copy to read, the started replica) each. Nothing if that version is
+    no longer listed (a newer write has its own event) or the bucket has another policy."""
+    row = (
+        await session.execute(
+            sa.select(objects.c.id)
+            .join(buckets, buckets.c.id == objects.c.bucket_id)
+            .where(
+                buckets.c.name == bucket,
+                buckets.c.policy == policy,
+                objects.c.key == key,
+                objects.c.generation == generation,
+                objects.c.status == State.READY,
+            )
+        )
+    ).first()
+    if row is None:
+        return []
+    started = []
+    for object_id, region, source in await missing_replicas(
+        session, policy=policy, object_id=row.id
+    ):
+        target = await start_replica(session, object_id=object_id, region=region, now=now)
+        started.append((source, target))
+    return started
