@@ -73,14 +73,19 @@ class ManagedProcess:
         if self.pid_path is not None:
             self.pid_path.parent.mkdir(parents=True, exist_ok=True)
             write_pid(self.pid_path, self._popen.pid)
-        if not wait_until(self._ready_or_dead, timeout=timeout):
+        try:
+            ready = wait_until(self._ready_or_dead, timeout=timeout)
+        except BaseException:
+            self.stop()  # a probe that raises (or Ctrl-C) must not leave the child behind
+            raise
+        if not ready:
             self.stop()
             tail = log_tail(self.log_path)
             raise StartError(f"{self.name} not ready after {timeout:.0f}s:\n{tail}")
-        if self._popen.poll() is not None:
-            raise StartError(
-                f"{self.name} exited with {self._popen.returncode}:\n{log_tail(self.log_path)}"
-            )
+        returncode = self._popen.poll()
+        if returncode is not None:
+            self.stop()
+            raise StartError(f"{self.name} exited with {returncode}:\n{log_tail(self.log_path)}")
 
     def _ready_or_dead(self) -> bool:
         assert self._popen is not None

@@ -102,6 +102,27 @@ def test_managed_process_stop_takes_its_children_too(tmp_path: Path) -> None:
     assert not (tmp_path / "parent.pid").exists()
 
 
+def test_managed_process_is_stopped_when_its_readiness_probe_raises(tmp_path: Path) -> None:
+    started: list[int | None] = []
+
+    def probe() -> bool:
+        started.append(process.pid)
+        raise RuntimeError("probe broke")
+
+    process = ManagedProcess(
+        name="sleeper",
+        command=[sys.executable, "-c", "import time; time.sleep(60)"],
+        log_path=tmp_path / "sleeper.log",
+        ready=probe,
+        pid_path=tmp_path / "sleeper.pid",
+    )
+    with pytest.raises(RuntimeError, match="probe broke"):
+        process.start(timeout=10)
+    assert started and started[0] is not None
+    assert not pid_alive(started[0])
+    assert not (tmp_path / "sleeper.pid").exists()
+
+
 @pytest.mark.skipif(find_postgres_bindir() is None, reason="no PostgreSQL binaries installed")
 def test_throwaway_postgres_cluster_accepts_connections() -> None:
     root = scratch_dir("extract-pg-test-")
