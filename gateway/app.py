@@ -23,6 +23,7 @@ from gateway.oidc import OidcVerifier
 from gateway.openapi import MergedOpenAPI
 from gateway.proxy import ReverseProxy
 from gateway.routes import DEFAULT_ROUTES, Route, RoutingTable
+from gateway.s3 import S3Listener, s3_app
 from gateway.sessions import SESSION_COOKIE, SessionStore
 from gateway.settings import GatewaySettings
 from gateway.signing import DeviceSignatures, ResponseSigner
@@ -32,12 +33,14 @@ from servicekit.db import create_engine, database_check, session_factory
 from servicekit.errors import NotFound, ServiceUnavailable
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ANONYMOUS_CLAIM, load_or_create_signing_key
+from servicekit.serve import tls_context
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "create_app"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "gateway_alembic_version"
 MOBILE_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "mobile"
+S3_HINT = "; S3 clients use the gateway's S3 port (EXTRACT_GATEWAY_S3_PORT) with unprefixed paths"
 PROXIED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -53,6 +56,24 @@ def _upstream_ready(upstream: Upstream):  # type: ignore[no-untyped-def]
     return check
 
 
+def _s3_listener(
+    app: FastAPI, settings: GatewaySettings, upstreams: Upstreams, per_ip: RateLimiter
+) -> S3Listener | None:
+    """The S3 port's listener, on the main listener's certificate; None when it is off."""
+    if not settings.s3_port:
+        return None
+    cert, key = settings.tls_files()
+    context = tls_context(settings.model_copy(update={"tls_cert": str(cert), "tls_key": str(key)}))
+    assert context is not None  # both files are named
+    s3 = s3_app(
+        upstreams.get("skystore"),
+        metrics=app.state.metrics,
+        per_ip=per_ip,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    return S3Listener(s3, host=settings.host, port=settings.s3_port, ssl_context=context)
+
+
 def _bearer_verifier(settings: GatewaySettings) -> OidcVerifier | None:
     if not settings.oidc_jwks_url:
         return None
@@ -63,10 +84,9 @@ def _bearer_verifier(settings: GatewaySettings) -> OidcVerifier | None:
     )
 
 
-def _add_edge_middleware(app: FastAPI, settings: GatewaySettings) -> None:
+def _add_edge_middleware(app: FastAPI, settings: GatewaySettings, per_ip: RateLimiter) -> None:
     # Inside the chassis's middleware (request id, tracing, access log, metrics), so that
     # refusals here are logged and counted too; outermost of them the security headers.
-    per_ip = RateLimiter(settings.rate_per_ip, settings.burst_per_ip, what="client address")
     app.user_middleware += [
         Middleware(SecurityHeadersMiddleware),
         Middleware(
@@ -89,6 +109,7 @@ def create_app(
 ) -> FastAPI:
     """The gateway; `transport` replaces the network under every upstream client (tests)."""
     table = RoutingTable(routes)
+    per_ip = RateLimiter(settings.rate_per_ip, settings.burst_per_ip, what="client address")
     per_principal = RateLimiter(
         settings.rate_per_principal, settings.burst_per_principal, what="principal"
     )
@@ -127,16 +148,23 @@ def create_app(
             app.state.readiness.add(upstream.name, _upstream_ready(upstream))
         app.state.openapi = MergedOpenAPI(app.openapi, upstreams, table)
         upstreams.start_health_checks(settings.health_interval)
+        s3_listener = _s3_listener(app, settings, upstreams, per_ip)
         try:
+            if s3_listener is not None:
+                await s3_listener.start()
+            app.state.s3_listener = s3_listener
             yield
         finally:
+            if s3_listener is not None:
+                await s3_listener.stop()
             await upstreams.close()
             await engine.dispose()
 
     async def forward_to_route(request: Request) -> Response:
         route = table.match(request.url.path)
         if route is None:
-            raise NotFound(f"no route for {request.url.path}")
+            hint = S3_HINT if request.url.path.startswith("/s3/") else ""
+            raise NotFound(f"no route for {request.url.path}{hint}")
         caller = await request.app.state.authenticator.caller(request)
         if caller.identity.principal != ANONYMOUS_CLAIM:  # anonymous callers: per IP only
             per_principal.check(caller.identity.principal)
@@ -149,7 +177,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_gateway_error_handlers(app)
-    _add_edge_middleware(app, settings)
+    _add_edge_middleware(app, settings, per_ip)
     app.state.forward_to_route = forward_to_route
 
     async def merged_openapi(request: Request) -> Response:

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import wire_format_for
 from servicekit.errors import TooManyRequests
-from servicekit.wire_errors import WireError, render_error
+from servicekit.wire_errors import WireError, WireFormat, render_error
 
 __all__ = ["LimitsMiddleware", "RateLimiter", "SecurityHeadersMiddleware", "TokenBucket"]
 
@@ -92,12 +92,26 @@ class RateLimiter:
 
 
 class LimitsMiddleware:
-    """Refuses requests with oversized headers (431) or over the per-IP rate (429)."""
+    """Refuses requests with oversized headers (431) or over the per-IP rate (429).
 
-    def __init__(self, app: ASGIApp, *, per_ip: RateLimiter, max_header_bytes: int) -> None:
+    Errors take `wire_format` when given, else the format of the path (Nuvla under /api/).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_ip: RateLimiter,
+        max_header_bytes: int,
+        wire_format: WireFormat | None = None,
+    ) -> None:
         self.app = app
         self.per_ip = per_ip
         self.max_header_bytes = max_header_bytes
+        self.wire_format = wire_format
+
+    def _format(self, path: str) -> WireFormat:
+        return self.wire_format or wire_format_for(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,13 +125,13 @@ class LimitsMiddleware:
                 "RequestHeaderFieldsTooLarge",
                 f"request headers take {size} bytes; at most {self.max_header_bytes} are accepted",
             )
-            await render_error(wire_format_for(path), error, resource=path)(scope, receive, send)
+            await render_error(self._format(path), error, resource=path)(scope, receive, send)
             return
         client = scope.get("client")
         try:
             self.per_ip.check(client[0] if client else "unknown")
         except TooManyRequests as exc:
-            response = render_error(wire_format_for(path), WireError.of(exc), resource=path)
+            response = render_error(self._format(path), WireError.of(exc), resource=path)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

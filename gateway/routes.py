@@ -40,7 +40,6 @@ class Route:
 
 DEFAULT_ROUTES: tuple[Route, ...] = (
     Route("/api/", "catalog", max_body=4 * MiB),
-    Route("/s3/", "skystore", strip_prefix=True, max_body=5 * 1024 * MiB),
     Route("/v2/", "serving", max_body=64 * MiB),
     Route("/v1/", "serving", max_body=64 * MiB),
     Route("/sparql", "semantic", max_body=4 * MiB),

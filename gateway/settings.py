@@ -22,6 +22,13 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EXTRACT_GATEWAY_", extra="ignore")
 
     port: int = Field(8443, description="TLS port to listen on")
+    s3_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="TLS port for S3 clients, forwarded unchanged to skystore_url (SigV4 "
+        "intact); 0 = off",
+    )
     # Upstreams, by name; the routing table in routes.py maps path prefixes to these names.
     catalog_url: str = Field("http://127.0.0.1:8101", description="catalog (Nuvla API)")
     skystore_url: str = Field("http://127.0.0.1:8110", description="SkyStore S3 proxy")

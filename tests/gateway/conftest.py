@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from gw_servers import ThreadedServer, serving
+from gw_skystore import skystore  # noqa: F401  (a fixture)
 from gw_upstream import Probe, upstream_app
 
 from gateway.app import create_app

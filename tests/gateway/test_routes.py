@@ -12,7 +12,6 @@ from gateway.routes import DEFAULT_ROUTES, Route, RoutingTable
     [
         ("/api/data-record", "catalog"),
         ("/api", "catalog"),
-        ("/s3/bucket/key", "skystore"),
         ("/v2/models/m/infer", "serving"),
         ("/v1/models/m:predict", "serving"),
         ("/sparql", "semantic"),
@@ -30,7 +29,7 @@ def test_default_routes_send_each_prefix_to_its_service(path: str, upstream: str
     assert route.upstream == upstream
 
 
-@pytest.mark.parametrize("path", ["/apix", "/", "/v3/x", "/app-not"])
+@pytest.mark.parametrize("path", ["/apix", "/", "/v3/x", "/app-not", "/s3/bucket/key"])
 def test_paths_outside_every_prefix_match_nothing(path: str) -> None:
     assert RoutingTable(DEFAULT_ROUTES).match(path) is None
 
