@@ -14,8 +14,8 @@ from servicekit.errors import ExtractError
 from servicekit.wire_errors import (
     WireError,
     WireFormat,
-    _from_http_exception,
-    _from_validation_error,
+    from_http_exception,
+    from_validation_error,
     render_error,
 )
 
@@ -42,14 +42,12 @@ def install_gateway_error_handlers(app: FastAPI) -> None:
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         path = request.url.path
-        return render_error(
-            wire_format_for(path), _from_http_exception(request, exc), resource=path
-        )
+        return render_error(wire_format_for(path), from_http_exception(request, exc), resource=path)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         path = request.url.path
-        return render_error(wire_format_for(path), _from_validation_error(exc), resource=path)
+        return render_error(wire_format_for(path), from_validation_error(exc), resource=path)
 
     app.add_exception_handler(ExtractError, on_extract_error)
     app.add_exception_handler(HTTPException, on_http_exception)

@@ -30,6 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from servicekit.errors import ExtractError, InvalidInput
 from servicekit.middleware.request_id import current_request_id
 
+__all__ = [
+    "InternalErrorMiddleware",
+    "WireError",
+    "WireFormat",
+    "from_http_exception",
+    "from_validation_error",
+    "install_error_handlers",
+    "render_error",
+]
+
 logger = logging.getLogger("servicekit.errors")
 
 
@@ -143,7 +153,8 @@ def _code_for(status: int) -> str:
     return _CODES.get(status) or _phrase(status).title().replace(" ", "")
 
 
-def _from_http_exception(request: Request, exc: HTTPException) -> WireError:
+def from_http_exception(request: Request, exc: HTTPException) -> WireError:
+    """What a Starlette/FastAPI HTTPException says on the wire (404s name what was missing)."""
     status = exc.status_code
     message = str(exc.detail)
     if message == _phrase(status):
@@ -152,7 +163,8 @@ def _from_http_exception(request: Request, exc: HTTPException) -> WireError:
     return WireError(status, _code_for(status), message, headers=exc.headers or {})
 
 
-def _from_validation_error(exc: RequestValidationError) -> WireError:
+def from_validation_error(exc: RequestValidationError) -> WireError:
+    """A request that failed FastAPI's validation as a 400 listing every problem."""
     problems = [
         {"location": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
         for error in exc.errors()
@@ -178,12 +190,12 @@ def install_error_handlers(app: FastAPI, wire_format: WireFormat) -> None:
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        error = _from_http_exception(request, exc)
+        error = from_http_exception(request, exc)
         return render_error(wire_format, error, resource=request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return render_error(wire_format, _from_validation_error(exc), resource=request.url.path)
+        return render_error(wire_format, from_validation_error(exc), resource=request.url.path)
 
     app.add_exception_handler(ExtractError, on_extract_error)
     app.add_exception_handler(HTTPException, on_http_exception)
