@@ -8,7 +8,7 @@ from typing import ClassVar, Protocol
 from servicekit.errors import InvalidInput
 from services.skystore.schemas import Bucket, Locator
 
-__all__ = ["POLICIES", "PUSH", "Placement", "choose_read", "evictable_policies", "policy"]
+__all__ = ["POLICIES", "PUSH", "Placement", "choose_read", "keeping_policies", "policy"]
 
 Distance = Callable[[str, str], tuple[float, float]]
 
@@ -17,10 +17,11 @@ class Placement(Protocol):
     name: ClassVar[str]
     # A read served from another region leaves a whole copy in the reader's region.
     copy_on_read: ClassVar[bool]
-    # Its non-base copies are read caches, evicted when unread past their TTL. Copies the
-    # policy itself asks for (replicate_all, push) are not: evicting them would break the
-    # policy's promise, and the push sweep would only copy them back.
-    evictable: ClassVar[bool]
+    # The policy itself wants a copy in every region of the bucket (replicate_all, push): its
+    # non-base copies are kept. Evicting them would break the policy's promise, and push would
+    # only copy them back. Other policies' non-base copies are read caches (copy_on_read, or
+    # left over from an earlier policy) and expire when unread past their TTL.
+    keeps_replicas: ClassVar[bool]
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         """Where a new object's copies are written, the first being its base copy."""
@@ -32,7 +33,7 @@ class WriteLocal:
 
     name: ClassVar[str] = "write_local"
     copy_on_read: ClassVar[bool] = False
-    evictable: ClassVar[bool] = False
+    keeps_replicas: ClassVar[bool] = False
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         return [local] if bucket.physical_in(local) else [bucket.base_region]
@@ -43,7 +44,7 @@ class ReplicateAll:
 
     name: ClassVar[str] = "replicate_all"
     copy_on_read: ClassVar[bool] = False
-    evictable: ClassVar[bool] = False
+    keeps_replicas: ClassVar[bool] = True
 
     def write_regions(self, bucket: Bucket, local: str) -> list[str]:
         regions = [p.region for p in bucket.physical]
@@ -56,6 +57,7 @@ class Push(WriteLocal):
     of the bucket (on its `skystore.object.created` event; the sweep catches up on missed ones)."""
 
     name: ClassVar[str] = "push"
+    keeps_replicas: ClassVar[bool] = True
 
 
 class CopyOnRead(WriteLocal):
@@ -64,7 +66,7 @@ class CopyOnRead(WriteLocal):
 
     name: ClassVar[str] = "copy_on_read"
     copy_on_read: ClassVar[bool] = True
-    evictable: ClassVar[bool] = True
+    keeps_replicas: ClassVar[bool] = False
 
 
 POLICIES: dict[str, Placement] = {
@@ -73,9 +75,9 @@ POLICIES: dict[str, Placement] = {
 PUSH = Push.name
 
 
-def evictable_policies() -> list[str]:
-    """Policies whose non-base copies TTL eviction may remove."""
-    return sorted(p.name for p in POLICIES.values() if p.evictable)
+def keeping_policies() -> list[str]:
+    """Policies whose non-base copies are never evicted."""
+    return sorted(p.name for p in POLICIES.values() if p.keeps_replicas)
 
 
 def policy(name: str) -> Placement:

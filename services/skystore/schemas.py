@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,7 +11,9 @@ __all__ = [
     "AccessKey",
     "Bucket",
     "BucketCreate",
+    "BucketEviction",
     "Committed",
+    "Eviction",
     "Garbage",
     "Link",
     "ListPage",
@@ -22,6 +24,17 @@ __all__ = [
     "UploadComplete",
     "UploadStart",
 ]
+
+
+# How unread evictable replicas go: never, after a fixed TTL, or after the break-even time.
+Eviction = Literal["none", "fixed_ttl", "t_even"]
+
+
+class BucketEviction(BaseModel):
+    """A bucket's own eviction; None = the locator's setting."""
+
+    eviction: Eviction | None = None
+    replica_ttl: float | None = Field(None, gt=0, description="seconds an unread replica stays")
 
 
 class Region(BaseModel):
@@ -58,6 +71,7 @@ class BucketCreate(BaseModel):
     base_region: str
     acl: dict[str, Any] = Field(default_factory=dict)
     policy: str | None = None
+    eviction: BucketEviction = Field(default_factory=BucketEviction)
 
 
 class Bucket(BaseModel):
@@ -66,6 +80,7 @@ class Bucket(BaseModel):
     owner: str
     acl: dict[str, Any]
     policy: str
+    eviction: BucketEviction = Field(default_factory=BucketEviction)
     base_region: str
     status: str
     created: datetime

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings, extract_home
+from services.skystore.schemas import Eviction
 
 __all__ = ["LocatorSettings", "ProxySettings", "internal_token_location"]
 
@@ -50,10 +50,12 @@ class LocatorSettings(ServiceSettings):
         "key pair for admin_principal on first start; empty = none",
     )
     admin_principal: str = Field("user/admin", description="owner of the admin key pair")
-    eviction: Literal["none", "fixed_ttl", "t_even"] = Field(
+    eviction: Eviction = Field(
         "none",
-        description="eviction of non-base replicas: fixed_ttl (replica_ttl seconds unread) or "
-        "t_even (break-even: egress cost / storage cost of the replica's region)",
+        description="default eviction of evictable non-base replicas (copy_on_read caches; "
+        "never the base copy, nor replicate_all/push copies): fixed_ttl (replica_ttl seconds "
+        "unread) or t_even (break-even: egress cost / storage cost of the replica's region); "
+        "a bucket may set its own",
     )
     replica_ttl: float = Field(24 * 3600.0, description="seconds an unread replica is kept")
     push_consumer: str = Field(

@@ -220,20 +220,56 @@ def test_copy_on_read_of_a_range_keeps_the_whole_object(stack, physical) -> None
     assert whole == payload
 
 
-def test_ttl_eviction_removes_the_replica_never_the_base(stack, physical) -> None:
-    bucket = _make(stack, "copy_on_read")
-    stack.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"cached")
-    stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read()
-    assert len(_physical(physical, CLOUD, bucket)) == 1
+def _with_headers(s3: Any, **headers: str) -> Any:
+    def add(request: Any, **_: Any) -> None:
+        for name, value in headers.items():
+            request.headers[name] = value
+
+    s3.meta.events.register("before-sign.s3.CreateBucket", add)
+    return s3
+
+
+def test_ttl_eviction_removes_read_caches_never_the_base_nor_policy_copies(stack, physical) -> None:
+    cached = _make(stack, "copy_on_read")
+    kept = f"p-{uuid.uuid4().hex[:12]}"  # copy_on_read, but its own eviction: none
+    _with_headers(
+        stack.client(), **{"x-skystore-placement": "copy_on_read", "x-skystore-eviction": "none"}
+    ).create_bucket(Bucket=kept)
+    everywhere = _make(stack, "replicate_all")
+    pushed = _make(stack, "push")
+    for bucket in (cached, kept, everywhere, pushed):
+        stack.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"cached")
+    for bucket in (cached, kept):
+        stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read()
+    asyncio.run(eventually(lambda: len(_copies(stack, pushed, "k")) == 2, within=10))
+    for bucket in (cached, kept, everywhere, pushed):
+        assert len(_physical(physical, CLOUD, bucket)) == 1, bucket
     time.sleep(2.5)  # the stack's replica TTL is 2 s of no reads
     swept = stack.locator_call("POST", "/sweep")
     assert swept["evicted"] >= 1
-    assert _physical(physical, CLOUD, bucket) == {}
-    assert len(_physical(physical, EDGE, bucket)) == 1
+    assert _physical(physical, CLOUD, cached) == {}
+    for bucket in (cached, kept, everywhere, pushed):
+        assert len(_physical(physical, EDGE, bucket)) == 1  # every base copy stays
+    for bucket in (kept, everywhere, pushed):
+        assert len(_physical(physical, CLOUD, bucket)) == 1, bucket
     time.sleep(2.5)
     stack.locator_call("POST", "/sweep")
-    assert len(_physical(physical, EDGE, bucket)) == 1  # the base copy stays, however old
-    assert stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read() == b"cached"
+    assert len(_physical(physical, EDGE, cached)) == 1  # the base copy stays, however old
+    assert stack.client(CLOUD).get_object(Bucket=cached, Key="k")["Body"].read() == b"cached"
+
+
+def test_create_bucket_eviction_headers_are_stored_and_checked(stack) -> None:
+    name = f"p-{uuid.uuid4().hex[:12]}"
+    _with_headers(stack.client(), **{"x-skystore-replica-ttl": "600"}).create_bucket(Bucket=name)
+    eviction = stack.locator_call("GET", f"/buckets/{name}")["eviction"]
+    assert eviction == {"eviction": None, "replica_ttl": 600.0}
+    for header, value in (("x-skystore-eviction", "sometimes"), ("x-skystore-replica-ttl", "-1")):
+        with pytest.raises(ClientError) as refused:
+            _with_headers(stack.client(), **{header: value}).create_bucket(
+                Bucket=f"p-{uuid.uuid4().hex[:12]}"
+            )
+        assert refused.value.response["Error"]["Code"] == "InvalidArgument"
+        assert refused.value.response["Error"]["ArgumentName"] == header
 
 
 async def test_object_events_are_published(stack) -> None:

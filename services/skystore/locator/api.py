@@ -18,6 +18,7 @@ from services.skystore.schemas import (
     AccessKey,
     Bucket,
     BucketCreate,
+    BucketEviction,
     Committed,
     Garbage,
     Link,
@@ -137,6 +138,11 @@ def locator_router() -> APIRouter:
     async def set_policy(name: str, body: PolicyRequest, request: Request) -> Bucket:
         async with _write(request) as session:
             return await store.set_policy(session, name=name, policy=body.policy)
+
+    @router.put("/buckets/{name}/eviction")
+    async def set_eviction(name: str, body: BucketEviction, request: Request) -> Bucket:
+        async with _write(request) as session:
+            return await store.set_eviction(session, name=name, eviction=body)
 
     @router.post("/buckets/{name}/complete")
     async def complete_bucket(name: str, request: Request) -> Bucket:

@@ -18,7 +18,7 @@ from servicekit.infra.seaweed import S3Endpoint
 from servicekit.s3 import S3Client, s3_client
 from services.skystore.credentials import endpoint_of
 from services.skystore.locator import reaper, replicas
-from services.skystore.locator.eviction import ttl_rule
+from services.skystore.locator.eviction import bucket_ttl
 from services.skystore.locator.registry import list_links, list_regions
 from services.skystore.locator.replication import Replicator
 from services.skystore.policies import PUSH
@@ -91,7 +91,7 @@ class Collector:
             known = await list_regions(session)
             links = await list_links(session)
         endpoints = {r.name: endpoint_of(r) for r in known}
-        rule = ttl_rule(self._eviction, fixed=self._replica_ttl, regions=known, links=links)
+        rule = bucket_ttl(self._eviction, fixed=self._replica_ttl, regions=known, links=links)
         async with self._sessions.begin() as session:
             evicted = await replicas.evict_expired(session, now=now, ttl_for=rule)
         replicated = await self._push()

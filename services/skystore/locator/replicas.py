@@ -3,16 +3,17 @@ TTL eviction of non-base copies (the base copy is never evicted)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.errors import Conflict, NotFound
 from services.skystore.locator import events
+from services.skystore.locator.eviction import BucketTTL
 from services.skystore.locator.store import garbage_of, locator_of
-from services.skystore.schemas import Garbage, Locator
+from services.skystore.policies import keeping_policies
+from services.skystore.schemas import BucketEviction, Garbage, Locator
 from services.skystore.states import State, check_transition
 from services.skystore.tables import buckets, locators, objects, physical_buckets
 
@@ -25,9 +26,6 @@ __all__ = [
     "start_replica",
     "touch",
 ]
-
-# (replica region, base region) -> how long an unread replica is kept; None = for ever.
-TTLFor = Callable[[str, str], timedelta | None]
 
 
 async def start_replica(
@@ -135,14 +133,19 @@ async def touch(session: AsyncSession, *, locator_id: int, now: datetime) -> Non
     )
 
 
-async def evict_expired(session: AsyncSession, *, now: datetime, ttl_for: TTLFor) -> list[Garbage]:
-    """Ready non-base copies left by copy_on_read and unread for longer than their TTL become
-    garbage; base copies and the copies of replicate_all and push buckets are kept."""
+async def evict_expired(
+    session: AsyncSession, *, now: datetime, ttl_for: BucketTTL
+) -> list[Garbage]:
+    """Ready non-base copies unread for longer than their bucket's TTL become garbage. Base
+    copies are never evicted, nor the copies of policies that keep them (replicate_all, push):
+    those copies are the policy's promise, not caches."""
     result = await session.execute(
         sa.select(
             locators,
             buckets.c.base_region,
             buckets.c.name.label("bucket"),
+            buckets.c.eviction,
+            buckets.c.replica_ttl,
             objects.c.key,
         )
         .join(objects, objects.c.id == locators.c.object_id)
@@ -150,13 +153,13 @@ async def evict_expired(session: AsyncSession, *, now: datetime, ttl_for: TTLFor
         .where(
             locators.c.status == State.READY,
             locators.c.is_base.is_(False),
-            # Replicas a policy asked for (replicate_all, push) stay; read caches expire.
-            buckets.c.policy == "copy_on_read",
+            buckets.c.policy.not_in(keeping_policies()),
         )
     )
     evicted: list[Garbage] = []
     for row in result.all():
-        ttl = ttl_for(row.region, row.base_region)
+        settings = BucketEviction(eviction=row.eviction, replica_ttl=row.replica_ttl)
+        ttl = ttl_for(settings, row.region, row.base_region)
         if ttl is None or row.last_access + ttl > now:
             continue
         moved = await session.execute(

@@ -25,6 +25,7 @@ from services.skystore.policies import policy as placement_policy
 from services.skystore.schemas import (
     Bucket,
     BucketCreate,
+    BucketEviction,
     Committed,
     Garbage,
     Locator,
@@ -105,6 +106,7 @@ async def _bucket(session: AsyncSession, row: sa.Row[Any]) -> Bucket:
         owner=row.owner,
         acl=row.acl,
         policy=row.policy,
+        eviction=BucketEviction(eviction=row.eviction, replica_ttl=row.replica_ttl),
         base_region=row.base_region,
         status=row.status,
         created=row.created,
@@ -177,6 +179,8 @@ async def start_create_bucket(
             owner=request.owner,
             acl=request.acl,
             policy=request.policy or default_policy,
+            eviction=request.eviction.eviction,
+            replica_ttl=request.eviction.replica_ttl,
             base_region=request.base_region,
             status=State.PENDING,
             created=now,
@@ -227,6 +231,17 @@ async def set_policy(session: AsyncSession, *, name: str, policy: str) -> Bucket
     placement_policy(policy)
     found = await get_bucket(session, name)
     await session.execute(sa.update(buckets).where(buckets.c.id == found.id).values(policy=policy))
+    return await get_bucket(session, name)
+
+
+async def set_eviction(session: AsyncSession, *, name: str, eviction: BucketEviction) -> Bucket:
+    """Change how the bucket's evictable replicas expire (None fields: the locator's setting)."""
+    found = await get_bucket(session, name)
+    await session.execute(
+        sa.update(buckets)
+        .where(buckets.c.id == found.id)
+        .values(eviction=eviction.eviction, replica_ttl=eviction.replica_ttl)
+    )
     return await get_bucket(session, name)
 
 

@@ -6,6 +6,7 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import Request, Response
+from pydantic import ValidationError
 
 from servicekit.errors import ExtractError, InvalidInput
 from servicekit.s3 import translate_s3_error
@@ -13,7 +14,7 @@ from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.s3api import S3Request
 from services.skystore.proxy.xml import iso, parse_location_constraint, xml_response
-from services.skystore.schemas import Bucket, BucketCreate
+from services.skystore.schemas import Bucket, BucketCreate, BucketEviction
 
 __all__ = [
     "create_bucket",
@@ -26,6 +27,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 # Chooses the bucket's placement policy at CreateBucket (default: the locator's).
 POLICY_HEADER = "x-skystore-placement"
+# The bucket's own eviction of its evictable replicas (default: the locator's settings).
+EVICTION_HEADER = "x-skystore-eviction"
+REPLICA_TTL_HEADER = "x-skystore-replica-ttl"
+
+
+def bucket_eviction(s3: S3Request) -> BucketEviction:
+    """The eviction headers of CreateBucket; a bad value is InvalidArgument naming it."""
+    kind = s3.headers.get(EVICTION_HEADER) or None
+    ttl = s3.headers.get(REPLICA_TTL_HEADER) or None
+    try:
+        return BucketEviction(eviction=kind, replica_ttl=ttl)
+    except ValidationError as exc:
+        wrong = exc.errors()[0]["loc"][0]
+        header = EVICTION_HEADER if wrong == "eviction" else REPLICA_TTL_HEADER
+        raise InvalidInput(
+            f"{header} must be one of none, fixed_ttl, t_even"
+            if wrong == "eviction"
+            else f"{header} must be a number of seconds above 0",
+            detail={"ArgumentName": header, "ArgumentValue": s3.headers.get(header, "")},
+        ) from exc
 
 
 async def list_buckets(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
@@ -52,6 +73,7 @@ async def _remove_physical(proxy: Proxy, bucket: Bucket) -> None:
 
 
 async def create_bucket(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
+    eviction = bucket_eviction(s3)
     constraint = parse_location_constraint(await request.body())
     base = proxy.region
     if constraint and constraint != "us-east-1":
@@ -69,6 +91,7 @@ async def create_bucket(proxy: Proxy, s3: S3Request, caller: Caller, request: Re
             regions=proxy.regions.names,
             base_region=base,
             policy=s3.headers.get(POLICY_HEADER) or None,
+            eviction=eviction,
         )
     )
     try:
