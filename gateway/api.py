@@ -10,6 +10,7 @@ import gzip
 import json
 import zlib
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from gateway.credentials import (
     generate_api_key,
     get_api_key,
 )
+from gateway.session_search import SessionSearch
 from gateway.sessions import SESSION_COOKIE, LoginSession
 from gateway.signing import register_device_key
 from servicekit.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
@@ -32,6 +34,7 @@ from servicekit.security import ANONYMOUS_CLAIM
 __all__ = ["gateway_api_router", "jwks_router"]
 
 _MAX_JSON = 64 * 1024
+_FORM = "application/x-www-form-urlencoded"
 _LOGIN_TEMPLATES = ("session-template/api-key", "session-template/password")
 
 
@@ -39,14 +42,18 @@ def _nuvla(status: int, message: str, resource_id: str, **extra: Any) -> dict[st
     return {"status": status, "message": message, "resource-id": resource_id, **extra}
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, at most 64 KiB (also after gzip), as the nuvla client sends."""
+async def _raw_body(request: Request) -> bytes:
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > _MAX_JSON:
             raise PayloadTooLarge(f"request body exceeds {_MAX_JSON} bytes")
-    data = bytes(raw)
+    return bytes(raw)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, at most 64 KiB (also after gzip), as the nuvla client sends."""
+    data = await _raw_body(request)
     if request.headers.get("content-encoding", "").lower() == "gzip":
         try:
             data = zlib.decompressobj(wbits=31).decompress(data, _MAX_JSON + 1)
@@ -61,6 +68,19 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InvalidInput("body must be a JSON object")
     return document
+
+
+async def _search_params(request: Request) -> list[tuple[str, str]]:
+    """Query parameters, plus form-encoded ones in the body (the nuvla client's PUT search)."""
+    pairs = list(request.query_params.multi_items())
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == _FORM:
+        raw = await _raw_body(request)
+        try:
+            pairs += parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInput(f"malformed form body: {exc}") from None
+    return pairs
 
 
 def _template(body: dict[str, Any]) -> dict[str, Any]:
@@ -136,13 +156,27 @@ def gateway_api_router() -> APIRouter:
     @router.put("/session", summary="the caller's session (Nuvla search)")
     @router.get("/session", summary="the caller's session")
     async def search_sessions(request: Request) -> dict[str, Any]:
+        search = SessionSearch.parse(await _search_params(request))
         caller = await _caller(request)
-        resources = [caller.session.document()] if caller.session else []
+        offset, limit = search.window()
+        if caller.identity.is_admin:
+            count, found = await request.app.state.sessions.search(
+                order=search.order_clauses(), offset=offset, limit=limit
+            )
+        elif caller.session is not None:  # as on Nuvla: a user sees the current session
+            count, found = await request.app.state.sessions.search(
+                order=search.order_clauses(),
+                offset=offset,
+                limit=limit,
+                session_id=caller.session.id,
+            )
+        else:
+            count, found = 0, []
         return {
             "id": "session",
             "resource-type": "session-collection",
-            "count": len(resources),
-            "resources": resources,
+            "count": count,
+            "resources": [search.project(login.document()) for login in found],
             "acl": {"query": ["group/extract-anon"], "add": ["group/extract-anon"]},
             "operations": [{"rel": "add", "href": "session"}],
         }

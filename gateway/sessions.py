@@ -54,6 +54,17 @@ class LoginSession:
         }
 
 
+def _login(row: Any) -> LoginSession:
+    return LoginSession(
+        row.id,
+        Identity(row.principal, frozenset(row.claims)),
+        row.method,
+        row.identifier,
+        row.created,
+        row.expiry,
+    )
+
+
 def _token_hash(token: str) -> str:
     # The token is 256 random bits: a fast hash is enough to make a stolen table useless.
     return hashlib.sha256(token.encode()).hexdigest()
@@ -124,16 +135,30 @@ class SessionStore:
             row = (
                 await session.execute(sa.select(sessions).where(sessions.c.token_hash == digest))
             ).first()
-        if row is None:
-            return None
-        return LoginSession(
-            row.id,
-            Identity(row.principal, frozenset(row.claims)),
-            row.method,
-            row.identifier,
-            row.created,
-            row.expiry,
-        )
+        return None if row is None else _login(row)
+
+    async def search(
+        self,
+        *,
+        order: list[sa.ColumnElement[Any]],
+        offset: int,
+        limit: int,
+        session_id: str | None = None,
+    ) -> tuple[int, list[LoginSession]]:
+        """(how many live sessions there are, one page of them in `order`); only the session
+        `session_id` when one is named."""
+        live = sessions.c.expiry > utc_now()
+        if session_id is not None:
+            live = sa.and_(live, sessions.c.id == session_id)
+        async with self.database() as session:
+            count = (
+                await session.execute(sa.select(sa.func.count()).select_from(sessions).where(live))
+            ).scalar_one()
+            rows = []
+            if limit > 0:
+                query = sa.select(sessions).where(live).order_by(*order)
+                rows = (await session.execute(query.offset(offset).limit(limit))).all()
+        return count, [_login(row) for row in rows]
 
     async def delete(self, login: LoginSession) -> None:
         async with self.database.begin() as session:

@@ -1,0 +1,128 @@
+"""Nuvla collection parameters on the `session` collection: `first`/`last`, `orderby`, `select`.
+
+As on Nuvla, a caller sees its own current session only; `group/extract-admin` sees every live
+session. `filter` (and `aggregation`) answer 400 for now: the CIMI filter parser lives in the
+catalog, and the gateway imports no service (see README "Not yet").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.tables import sessions
+from servicekit.errors import InvalidInput
+
+__all__ = ["MAX_WINDOW", "SessionSearch"]
+
+# Nuvla's (Elasticsearch's) result window: `first`/`last` reach no further.
+MAX_WINDOW = 10_000
+_SORTABLE: dict[str, sa.Column[Any]] = {
+    "id": sessions.c.id,
+    "user": sessions.c.principal,
+    "method": sessions.c.method,
+    "identifier": sessions.c.identifier,
+    "created": sessions.c.created,
+    "updated": sessions.c.created,  # sessions are never updated
+    "expiry": sessions.c.expiry,
+}
+_ALWAYS_SELECTED = ("id", "resource-type")
+_UNSUPPORTED = {
+    "filter": "CIMI filters on session are not supported by the gateway yet",
+    "aggregation": "aggregations on session are not supported by the gateway",
+}
+_DEFAULT_ORDER = (("created", True),)
+
+
+def _int(values: dict[str, list[str]], name: str) -> int | None:
+    given = values.get(name)
+    if not given or not given[-1].strip():
+        return None
+    try:
+        return int(given[-1])
+    except ValueError:
+        raise InvalidInput(
+            f"{name}: expected an integer, got {given[-1]!r:.40}", detail={"field": name}
+        ) from None
+
+
+def _orderby(values: list[str]) -> tuple[tuple[str, bool], ...]:
+    keys: list[tuple[str, bool]] = []
+    for spec in (part.strip() for value in values for part in value.split(",")):
+        if not spec:
+            continue
+        name, _, direction = spec.partition(":")
+        if name not in _SORTABLE:
+            raise InvalidInput(
+                f"orderby: cannot sort sessions by {name!r}; use one of {', '.join(_SORTABLE)}",
+                detail={"field": "orderby"},
+            )
+        if direction not in ("", "asc", "desc"):
+            raise InvalidInput(
+                f"orderby: direction of {name!r} must be asc or desc, got {direction!r}",
+                detail={"field": "orderby"},
+            )
+        keys.append((name, direction == "desc"))
+    return tuple(keys) or _DEFAULT_ORDER
+
+
+def _select(values: list[str]) -> tuple[str, ...]:
+    names = [name.strip() for value in values for name in value.split(",")]
+    names = [name for name in names if name]
+    return () if "*" in names else tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class SessionSearch:
+    """A search of the session collection, from query or form parameters."""
+
+    orderby: tuple[tuple[str, bool], ...] = _DEFAULT_ORDER
+    select: tuple[str, ...] = ()
+    first: int = 1
+    last: int | None = None
+
+    @classmethod
+    def parse(cls, pairs: list[tuple[str, str]]) -> SessionSearch:
+        values: dict[str, list[str]] = {}
+        for key, value in pairs:
+            values.setdefault(key, []).append(value)
+        for name, why in _UNSUPPORTED.items():
+            if any(v.strip() for v in values.get(name, [])):
+                raise InvalidInput(f"{name}: {why}", detail={"field": name})
+        first = _int(values, "first")
+        last = _int(values, "last")
+        if first is not None and first < 1:
+            raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"field": "first"})
+        if last is not None and last < 0:
+            raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"field": "last"})
+        if max(first or 1, last or 0) > MAX_WINDOW:
+            raise InvalidInput(
+                f"first/last reach at most {MAX_WINDOW} sessions", detail={"field": "last"}
+            )
+        return cls(
+            orderby=_orderby(values.get("orderby", [])),
+            select=_select(values.get("select", [])),
+            first=first or 1,
+            last=last,
+        )
+
+    def order_clauses(self) -> list[sa.ColumnElement[Any]]:
+        clauses = [
+            _SORTABLE[name].desc() if descending else _SORTABLE[name].asc()
+            for name, descending in self.orderby
+        ]
+        return [*clauses, sessions.c.id.asc()]  # stable pages
+
+    def window(self) -> tuple[int, int]:
+        """(offset, limit) of the page: 1-based inclusive `first`..`last`, as Nuvla's."""
+        offset = self.first - 1
+        last = MAX_WINDOW if self.last is None else self.last
+        return offset, max(0, last - offset)
+
+    def project(self, document: dict[str, Any]) -> dict[str, Any]:
+        if not self.select:
+            return document
+        keep = {*self.select, *_ALWAYS_SELECTED}
+        return {key: value for key, value in document.items() if key in keep}
