@@ -269,6 +269,11 @@ COLLECTIONS: Mapping[str, CollectionSpec] = {
             secrets=frozenset({"secret-key"}),
         ),
         CollectionSpec(
+            "data-record-key",
+            {**_COMMON, "prefix": _prefix, "key": _non_empty_string, "subtype": _non_empty_string},
+            required=frozenset({"name", "description", "prefix", "key", "subtype"}),
+        ),
+        CollectionSpec(
             KEY_PREFIX_COLLECTION,
             {**_COMMON, "prefix": _prefix, "uri": _non_empty_string},
             required=frozenset({"prefix", "uri"}),

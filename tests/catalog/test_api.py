@@ -65,6 +65,7 @@ async def test_cloud_entry_point_lists_collections(alice: httpx.AsyncClient) -> 
     assert body["base-uri"].endswith("/api/")
     assert body["collections"]["data-record"] == {"href": "data-record"}
     assert "data-set" in body["collections"]
+    assert "data-record-key" in body["collections"]
 
 
 async def test_readiness_checks_the_database(alice: httpx.AsyncClient) -> None:
@@ -346,6 +347,29 @@ async def test_namespaced_keys_need_a_defined_prefix(
     again = await alice.post("/api/data-record-key-prefix", json=prefix, headers=admin)
     assert again.status_code == 409
     await add(alice, {**RECORD, "schema-org:name": "x", "resource:object": "bucket/key"})
+
+
+async def test_data_record_keys_describe_a_key_of_a_prefix(alice: httpx.AsyncClient) -> None:
+    key = {
+        "name": "Frequency",
+        "description": "centre frequency of the observation, in MHz",
+        "prefix": "radio",
+        "key": "frequency",
+        "subtype": "number",
+    }
+    created = await alice.post("/api/data-record-key", json=key)
+    assert created.status_code == 201, created.text
+    found = (await alice.get("/api/data-record-key", params={"filter": "prefix='radio'"})).json()
+    assert [r["key"] for r in found["resources"]] == ["frequency"]
+    for bad, field in (
+        ({k: v for k, v in key.items() if k != "description"}, "description"),
+        ({**key, "prefix": "Radio Astronomy"}, "prefix"),
+        ({**key, "key": ""}, "key"),
+    ):
+        refused = await alice.post("/api/data-record-key", json=bad)
+        assert refused.status_code == 400, bad
+        assert field in refused.json()["message"]
+    assert await count(alice, "data-record-key") == 1
 
 
 # --- bad input ---------------------------------------------------------------------------------
