@@ -206,7 +206,8 @@ def _answers_ready_over_tls(url: str, ca_file: Path) -> bool:
 
 def gateway_part(default_port: int) -> Part:
     """`python -m gateway` over TLS with the local CA's certificate, in front of every part
-    above it; its admin password is made once and kept in secrets/gateway-admin-password."""
+    above it, and its S3 port (one above) in front of the edge SkyStore proxy; its admin
+    password is made once and kept in secrets/gateway-admin-password."""
 
     def build(home: StackHome, ports: Ports) -> Unit:
         port = ports["gateway"]
@@ -220,6 +221,7 @@ def gateway_part(default_port: int) -> Part:
             "EXTRACT_HOME": str(home.root),
             "EXTRACT_GATEWAY_HOST": "127.0.0.1",
             "EXTRACT_GATEWAY_PORT": str(port),
+            "EXTRACT_GATEWAY_S3_PORT": str(port + 1),
             "EXTRACT_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{home.data / 'gateway'}.sqlite",
             "EXTRACT_GATEWAY_NATS_URL": "",
             "EXTRACT_GATEWAY_IDENTITY_KEY": str(home.keys / "identity.key.pem"),
@@ -230,15 +232,19 @@ def gateway_part(default_port: int) -> Part:
         for upstream, part in _GATEWAY_UPSTREAMS.items():
             target = f"http://127.0.0.1:{ports[part]}" if part in ports else ""
             env[f"EXTRACT_GATEWAY_{upstream}_URL"] = target
+
+        def ready() -> bool:
+            return _answers_ready_over_tls(url, home.ca_file)
+
         process = ManagedProcess(
             name="gateway",
             command=[sys.executable, "-m", "gateway"],
             log_path=home.log_path("gateway"),
-            ready=lambda: _answers_ready_over_tls(url, home.ca_file),
+            ready=ready,
             env=env,
             pid_path=home.pid_path("gateway"),
         )
-        return Unit(process, url, [port], lambda: _answers_ready_over_tls(url, home.ca_file))
+        return Unit(process, url, [port, port + 1], ready)
 
     return Part(
         "gateway", "EXTRACT_GATEWAY_PORT", default_port, build, "TLS gateway (the front door)"

@@ -122,7 +122,8 @@ def test_data_objects_of_the_stack_live_in_skystore(
     running_stack: tuple[Path, dict[str, str]],
 ) -> None:
     """The catalog's default S3 service is SkyStore's edge proxy: an object uploaded through a
-    data-object is in the global namespace, readable through the cloud proxy too."""
+    data-object is in the global namespace, readable through the cloud proxy and through the
+    gateway's TLS S3 port (SigV4 intact)."""
     home, env = running_stack
     token = run(["token", "--principal", "user/alice"], env).stdout.strip()
     catalog = f"http://127.0.0.1:{env['EXTRACT_CATALOG_PORT']}/api"
@@ -152,3 +153,15 @@ def test_data_objects_of_the_stack_live_in_skystore(
     )
     read = cloud.get_object(Bucket=document["bucket"], Key=document["object"])
     assert read["Body"].read() == content
+    through_gateway = boto3.client(
+        "s3",
+        endpoint_url=f"https://localhost:{int(env['EXTRACT_GATEWAY_PORT']) + 1}",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        verify=str(home / "tls" / "ca.pem"),
+    )
+    ranged = through_gateway.get_object(
+        Bucket=document["bucket"], Key=document["object"], Range="bytes=0-4"
+    )
+    assert ranged["Body"].read() == content[:5]
