@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -107,8 +108,11 @@ class Stack:
         key = self.locator_call("POST", "/access-keys", json={"principal": principal})
         return key["key_id"], key["secret"]
 
-    def proxy_process(self, region: str, name: str, **env: str) -> ServiceProcess:
-        """A proxy of `region` on this stack's locator (not started), `env` added."""
+    def proxy_process(
+        self, region: str, name: str, *, verify: ssl.SSLContext | bool = True, **env: str
+    ) -> ServiceProcess:
+        """A proxy of `region` on this stack's locator (not started), `env` added; https when
+        `env` names a TLS certificate, checked with the client context `verify`."""
         log_dir = self.root / name
         log_dir.mkdir(exist_ok=True)
         port = free_port()
@@ -124,6 +128,8 @@ class Stack:
                 **env,
             },
             port=port,
+            scheme="https" if "EXTRACT_SKYSTORE_PROXY_TLS_CERT" in env else "http",
+            verify=verify,  # type: ignore[arg-type]  # httpx takes a context, not a CA path
         )
 
 
