@@ -1,17 +1,30 @@
-"""The `extract` command: run the local stack and mint credentials for it."""
+"""The `extract` command: run the local stack, mint credentials for it, and use the platform
+through its gateway (search the catalog, put and get data-objects with progress)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
+from extract.client import ApiError, Client, IntegrityError
 from extract.localstack import PortTaken, Stack, StackHome
 from servicekit.infra.process import StartError
 from servicekit.security import issue_identity_token
@@ -148,6 +161,111 @@ def s3_key(
         raise typer.Exit(2)
     key = response.json()
     sys.stdout.write(f"AWS_ACCESS_KEY_ID={key['key_id']}\nAWS_SECRET_ACCESS_KEY={key['secret']}\n")
+
+
+# --- the platform through its gateway, as a user ------------------------------------------------
+
+Endpoint = Annotated[
+    str | None,
+    typer.Option(envvar="EXTRACT_ENDPOINT", help="gateway URL [default: https://localhost:8443]"),
+]
+ApiKey = Annotated[str, typer.Option(envvar="EXTRACT_API_KEY", help="API key id (credential/…)")]
+ApiSecret = Annotated[str, typer.Option(envvar="EXTRACT_API_SECRET", help="API key secret")]
+
+
+@contextmanager
+def _logged_in(endpoint: str | None, api_key: str, api_secret: str) -> Iterator[Client]:
+    """A client logged in for one command; API errors become a message and exit code 1."""
+    try:
+        with Client(endpoint) as client:
+            client.login_api_key(api_key, api_secret)
+            yield client
+    except (ApiError, IntegrityError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] cannot reach the platform: {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _transfer_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def search(
+    collection: Annotated[str, typer.Argument(help="e.g. data-record, data-object, data-set")],
+    api_key: ApiKey,
+    api_secret: ApiSecret,
+    filter_: Annotated[
+        list[str] | None, typer.Option("--filter", help="CIMI filter, repeat = AND")
+    ] = None,
+    orderby: Annotated[str | None, typer.Option(help="attr[:asc|desc],…")] = None,
+    first: Annotated[int | None, typer.Option(help="1-based first result")] = None,
+    last: Annotated[int | None, typer.Option(help="last result (0 = count only)")] = None,
+    select: Annotated[str | None, typer.Option(help="attributes to return")] = None,
+    aggregation: Annotated[str | None, typer.Option(help="algo:field,…")] = None,
+    endpoint: Endpoint = None,
+) -> None:
+    """Search a catalog collection; prints the Nuvla answer as JSON."""
+    with _logged_in(endpoint, api_key, api_secret) as client:
+        found = client.search(
+            collection,
+            filter=filter_,
+            orderby=orderby,
+            first=first,
+            last=last,
+            select=select,
+            aggregation=aggregation,
+        )
+    sys.stdout.write(json.dumps(found, indent=2) + "\n")
+
+
+@app.command()
+def put(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="file to upload")],
+    api_key: ApiKey,
+    api_secret: ApiSecret,
+    object_key: Annotated[str | None, typer.Option("--object", help="S3 key [file name]")] = None,
+    bucket: Annotated[str | None, typer.Option(help="bucket [the catalog's default]")] = None,
+    content_type: Annotated[str | None, typer.Option(help="content type to record")] = None,
+    endpoint: Endpoint = None,
+) -> None:
+    """Upload a file as a data-object (checked by size and sha256); prints its id."""
+    with _logged_in(endpoint, api_key, api_secret) as client, _transfer_bar() as bar:
+        task = bar.add_task(f"put {path.name}", total=path.stat().st_size)
+        resource_id = client.upload(
+            path,
+            object_key=object_key or path.name,
+            bucket=bucket,
+            content_type=content_type,
+            progress=lambda moved: bar.advance(task, moved),
+        )
+    sys.stdout.write(resource_id + "\n")
+
+
+@app.command()
+def get(
+    resource_id: Annotated[str, typer.Argument(help="data-object/<uuid>")],
+    api_key: ApiKey,
+    api_secret: ApiSecret,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file [its name]")] = None,
+    endpoint: Endpoint = None,
+) -> None:
+    """Download a data-object, checked against its recorded sha256."""
+    with _logged_in(endpoint, api_key, api_secret) as client, _transfer_bar() as bar:
+        document = client.get(resource_id)
+        target = output or Path(Path(document["object"]).name)
+        task = bar.add_task(f"get {target.name}", total=document.get("bytes"))
+        client.download(resource_id, target, progress=lambda moved: bar.advance(task, moved))
+    console.print(f"{resource_id} → {target}")
 
 
 def main() -> None:

@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
-import httpx
-import pytest
+from stack_runner import run, stack_env
 
 from extract.localstack import PARTS, Stack, StackHome
-from servicekit.credential_refs import resolve_credentials
-from servicekit.infra import free_port, port_is_free
+from servicekit.infra import port_is_free
 from servicekit.infra.process import pid_alive, read_pid
-from servicekit.infra.seaweed import SeaweedPorts
 from servicekit.security import JWKSet, verify_identity_token
-
-EXTRACT = [sys.executable, "-m", "extract"]
-
-
-def stack_env(home: Path) -> dict[str, str]:
-    env = {"EXTRACT_HOME": str(home)}
-    for part in PARTS:
-        seaweed = part.name.startswith("s3-")
-        env[part.port_variable] = str(SeaweedPorts.free_base() if seaweed else free_port())
-    return {**os.environ, **env}
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EXTRACT, *args], env=env, capture_output=True, text=True, timeout=180)
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path / "home"
-    env = stack_env(home)
-    started = run(["up"], env)
-    try:
-        assert started.returncode == 0, started.stderr
-        yield home, env
-    finally:
-        run(["down"], env)
 
 
 def test_up_status_down_leaves_no_process(running_stack: tuple[Path, dict[str, str]]) -> None:
@@ -116,52 +82,3 @@ def test_bad_port_variable_is_refused(tmp_path: Path) -> None:
     refused = run(["up"], env)
     assert refused.returncode == 2
     assert "EXTRACT_NATS_PORT='forty'" in refused.stderr
-
-
-def test_data_objects_of_the_stack_live_in_skystore(
-    running_stack: tuple[Path, dict[str, str]],
-) -> None:
-    """The catalog's default S3 service is SkyStore's edge proxy: an object uploaded through a
-    data-object is in the global namespace, readable through the cloud proxy and through the
-    gateway's TLS S3 port (SigV4 intact)."""
-    home, env = running_stack
-    token = run(["token", "--principal", "user/alice"], env).stdout.strip()
-    catalog = f"http://127.0.0.1:{env['EXTRACT_CATALOG_PORT']}/api"
-    content = b"radio spectrum " * 1000
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        template = {"href": "data-object-template/generic", "object": "runs/spectrum.bin"}
-        added = client.post(f"{catalog}/data-object", json={"template": template})
-        assert added.status_code == 201, added.text
-        resource = f"{catalog}/{added.json()['resource-id']}"
-        upload = client.post(f"{resource}/upload")
-        assert upload.status_code == 200, upload.text
-        assert upload.json()["uri"].startswith(
-            f"http://127.0.0.1:{env['EXTRACT_SKYSTORE_EDGE_PORT']}/"
-        )
-        assert httpx.put(upload.json()["uri"], content=content).status_code == 200
-        ready = client.post(f"{resource}/ready")
-        assert ready.status_code == 200, ready.text
-        document = client.get(resource).json()
-    assert document["sha256"] == hashlib.sha256(content).hexdigest()
-    access, secret = resolve_credentials(f"file:{home / 's3-credentials'}")
-    cloud = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{env['EXTRACT_SKYSTORE_CLOUD_PORT']}",
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-    )
-    read = cloud.get_object(Bucket=document["bucket"], Key=document["object"])
-    assert read["Body"].read() == content
-    through_gateway = boto3.client(
-        "s3",
-        endpoint_url=f"https://localhost:{int(env['EXTRACT_GATEWAY_PORT']) + 1}",
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-        verify=str(home / "tls" / "ca.pem"),
-    )
-    ranged = through_gateway.get_object(
-        Bucket=document["bucket"], Key=document["object"], Range="bytes=0-4"
-    )
-    assert ranged["Body"].read() == content[:5]
