@@ -1,8 +1,9 @@
 """What a change to a catalog resource tells the world, written to the outbox in the writer's
 transaction, so an event exists exactly when its change commits.
 
-For every stored, edited or removed resource, `store.py` calls `begin(session, before)` before
-touching the row and `Change.announce(session, after)` after. That emits:
+For every batch of stored, edited or removed resources of one collection, `store.py` calls
+`begin(session, collection, befores, ids)` before touching the rows and
+`Changes.announce(session, afters)` after. For each resource, in the batch's order, that emits:
 
 - `catalog.<collection>.<kind>` for data-object, data-record and data-set: `created`,
   `updated`, `deleted`, or, when a data-object's `state` changes, the new state in lower case
@@ -18,26 +19,32 @@ touching the row and `Change.announce(session, after)` after. That emits:
 
 Membership is decided by the filter alone, evaluated in SQL on the stored row (the same
 compiler as searches, so a member is exactly what a search would find); who may see the
-resource is applied when a subscription is notified. Every watcher (data-set, subscription) of
-a collection is evaluated on every change: one query per change and side, fine for thousands
-of watchers, not for millions.
+resource is applied when a subscription is notified. A row's membership depends on that row
+only, so a batch is matched against every watcher (data-set, subscription) of its collection
+in one query per side (before, after), and its events are written in one statement: the same
+events, in the same order, as writing its resources one by one. Watchers are read once per
+transaction; their filters are parsed and compiled once per process (by text), except geo
+terms, resolved per batch. Fine for thousands of watchers, not for millions.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.cloudevents import CloudEvent
+from servicekit.db import utc_now
 from servicekit.errors import ExtractError
-from servicekit.outbox import enqueue
+from servicekit.outbox import outbox_events
 from servicekit.security import Identity, SigningKey, sign_event
 from services.catalog import acl
-from services.catalog.filters import Filter, parse_filter
+from services.catalog.filters import Filter, GeoComparison, parse_filter
 from services.catalog.geo import geo_comparisons, geo_matches
 from services.catalog.query import compile_filter
 from services.catalog.tables import catalog_resources
@@ -47,7 +54,8 @@ __all__ = [
     "EVENT_SIGNER",
     "SOURCE",
     "WATCHED_FILTERS",
-    "Change",
+    "WATCHER_COLLECTIONS",
+    "Changes",
     "begin",
     "subscription_subject",
 ]
@@ -59,9 +67,15 @@ EVENT_SIGNER = "catalog.event-signer"
 ANNOUNCED = frozenset({"data-object", "data-record", "data-set"})
 WATCHED_FILTERS = {"data-object": "data-object-filter", "data-record": "data-record-filter"}
 """The collections data-sets and subscriptions watch, with the data-set attribute for each."""
+WATCHER_COLLECTIONS = frozenset({"data-set", "subscription"})
+"""Collections whose writes change the watchers, and so the events of the writes after them."""
 
 _WATCHERS_CACHE = "catalog.watchers"
 _COLUMNS_PER_QUERY = 500  # SQLite allows 2,000 result columns
+_IDS_PER_QUERY = 500  # bound one by one: far below SQLite's and asyncpg's parameter limits
+_CACHED_FILTERS = 4096  # distinct watcher filter texts kept parsed and compiled
+# servicekit.outbox.enqueue's check: a subject one can publish to.
+_SUBJECT = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
 
 
 def subscription_subject(subscription_id: str) -> str:
@@ -74,7 +88,16 @@ class _Watcher:
     """A data-set's filter or a subscription's (a subscription without filter watches all)."""
 
     id: str
+    text: str | None
     tree: Filter | None
+    geo: tuple[GeoComparison, ...] = ()
+
+
+def _watcher(watcher_id: str, text: Any) -> _Watcher:
+    tree = _parsed(text)
+    if tree is None:
+        return _Watcher(watcher_id, None, None)
+    return _Watcher(watcher_id, text, tree, tuple(geo_comparisons(tree)))
 
 
 @dataclass(frozen=True)
@@ -82,23 +105,39 @@ class _Watchers:
     data_sets: tuple[_Watcher, ...]
     subscriptions: tuple[Mapping[str, Any], ...]
     """Every subscription (those on data-sets too), as stored."""
+    filters: tuple[_Watcher, ...] = field(init=False)
+    """The data-sets, then the subscriptions with a filter of their own."""
 
-    def filters(self) -> tuple[_Watcher, ...]:
+    def __post_init__(self) -> None:
         on_filters = tuple(
-            _Watcher(doc["id"], _parsed(doc.get("filter")))
+            _watcher(doc["id"], doc.get("filter"))
             for doc in self.subscriptions
             if "data-set" not in doc
         )
-        return self.data_sets + on_filters
+        object.__setattr__(self, "filters", self.data_sets + on_filters)
 
 
 def _parsed(text: Any) -> Filter | None:
     if not isinstance(text, str) or not text.strip():
         return None
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_FILTERS)
+def _parse(text: str) -> Filter | None:
     try:
         return parse_filter(text)
     except ExtractError:  # stored filters were checked on write; a grammar change may not match
         return None
+
+
+@functools.lru_cache(maxsize=_CACHED_FILTERS)
+def _compiled(text: str) -> sa.ColumnElement[bool]:
+    """A geo-free watcher filter as SQL: the same for every change, so built once (building
+    it took longer than evaluating it)."""
+    tree = _parse(text)
+    assert tree is not None
+    return compile_filter(tree)
 
 
 async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
@@ -109,15 +148,15 @@ async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
     attribute = WATCHED_FILTERS[collection]
     rows = await session.execute(
         sa.select(catalog_resources.c.document).where(
-            catalog_resources.c.collection.in_(("data-set", "subscription"))
+            catalog_resources.c.collection.in_(tuple(WATCHER_COLLECTIONS))
         )
     )
     data_sets, subscriptions = [], []
     for document in rows.scalars():
         if document["resource-type"] == "data-set":
-            tree = _parsed(document.get(attribute))
-            if tree is not None:
-                data_sets.append(_Watcher(document["id"], tree))
+            watcher = _watcher(document["id"], document.get(attribute))
+            if watcher.tree is not None:
+                data_sets.append(watcher)
         elif document.get("collection") == collection or "data-set" in document:
             subscriptions.append(document)
     watchers = _Watchers(tuple(data_sets), tuple(subscriptions))
@@ -125,28 +164,38 @@ async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
     return watchers
 
 
+async def _condition(
+    session: AsyncSession, scope: sa.ColumnElement[bool], watcher: _Watcher
+) -> sa.ColumnElement[bool]:
+    if watcher.tree is None:
+        return sa.true()
+    if not watcher.geo:
+        assert watcher.text is not None
+        return _compiled(watcher.text)
+    geo = {g: await geo_matches(session, scope, g) for g in watcher.geo}
+    return compile_filter(watcher.tree, geo_matches=geo)
+
+
 async def _matching(
-    session: AsyncSession, resource_id: str, watchers: Sequence[_Watcher]
-) -> frozenset[str]:
-    """Ids of the watchers whose filter the stored row `resource_id` matches."""
-    scope = catalog_resources.c.id == resource_id
-    matched: set[str] = set()
-    for start in range(0, len(watchers), _COLUMNS_PER_QUERY):
-        chunk = watchers[start : start + _COLUMNS_PER_QUERY]
-        columns = []
-        for n, watcher in enumerate(chunk):
-            if watcher.tree is None:
-                condition: sa.ColumnElement[bool] = sa.true()
-            else:
-                geo = {
-                    g: await geo_matches(session, scope, g) for g in geo_comparisons(watcher.tree)
-                }
-                condition = compile_filter(watcher.tree, geo_matches=geo)
-            columns.append(sa.case((condition, 1), else_=0).label(f"w{n}"))
-        row = (await session.execute(sa.select(*columns).where(scope))).one_or_none()
-        if row is not None:
-            matched.update(watcher.id for watcher, hit in zip(chunk, row, strict=True) if hit)
-    return frozenset(matched)
+    session: AsyncSession, resource_ids: Sequence[str], watchers: Sequence[_Watcher]
+) -> dict[str, frozenset[str]]:
+    """For each stored row of `resource_ids`, the ids of the watchers whose filter it matches
+    (none for an id with no row)."""
+    matched: dict[str, set[str]] = {resource_id: set() for resource_id in resource_ids}
+    ids = list(matched)
+    for first_id in range(0, len(ids) if watchers else 0, _IDS_PER_QUERY):
+        # `id IN (…)` of bound ids: both planners read the rows through the primary key.
+        scope = catalog_resources.c.id.in_(ids[first_id : first_id + _IDS_PER_QUERY])
+        for start in range(0, len(watchers), _COLUMNS_PER_QUERY):
+            chunk = watchers[start : start + _COLUMNS_PER_QUERY]
+            columns = [
+                sa.case((await _condition(session, scope, watcher), 1), else_=0).label(f"w{n}")
+                for n, watcher in enumerate(chunk)
+            ]
+            statement = sa.select(catalog_resources.c.id, *columns).where(scope)
+            for resource_id, *hits in await session.execute(statement):
+                matched[resource_id].update(w.id for w, hit in zip(chunk, hits, strict=True) if hit)
+    return {resource_id: frozenset(ids) for resource_id, ids in matched.items()}
 
 
 def _kind(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
@@ -189,108 +238,170 @@ def _model_event(document: Mapping[str, Any], signer: SigningKey | None) -> Clou
     return sign_event(_event("catalog.model.published", document["id"], data), signer)
 
 
+async def _enqueue_all(session: AsyncSession, events: Sequence[tuple[str, CloudEvent]]) -> None:
+    """servicekit.outbox.enqueue of each (subject, event) in turn, as one statement."""
+    for subject, _ in events:
+        if not _SUBJECT.match(subject):
+            raise ValueError(f"subject {subject!r} is not a NATS subject one can publish to")
+    rows = [
+        {
+            "id": event.id,
+            "subject": subject,
+            "payload": event.to_json(),
+            "created_at": utc_now(),
+            "attempts": 0,
+        }
+        for subject, event in events
+    ]
+    if rows:
+        await session.execute(sa.insert(outbox_events), rows)
+
+
 @dataclass
-class Change:
-    """One resource's change between `begin` (before the write) and `announce` (after)."""
+class Changes:
+    """The changes of a batch of resources of one collection, between `begin` (before the
+    writes) and `announce` (after)."""
 
     collection: str
-    resource_id: str
-    before: Mapping[str, Any] | None
+    resource_ids: tuple[str, ...]
+    befores: tuple[Mapping[str, Any] | None, ...]
     watchers: _Watchers | None
-    matched_before: frozenset[str]
+    matched_before: Mapping[str, frozenset[str]]
 
-    async def announce(self, session: AsyncSession, after: Mapping[str, Any] | None) -> None:
-        if self.collection in ("data-set", "subscription"):
+    async def announce(
+        self, session: AsyncSession, afters: Sequence[Mapping[str, Any] | None]
+    ) -> None:
+        """Write the events of every change, each resource's in turn, `afters[n]` being the
+        new state of `resource_ids[n]` (None: removed)."""
+        if self.collection in WATCHER_COLLECTIONS:
             session.info.pop(_WATCHERS_CACHE, None)
-        kind = _kind(self.before, after)
-        current = after if after is not None else self.before
+        matched_after: Mapping[str, frozenset[str]] = {}
+        if self.watchers is not None:
+            stored = [
+                rid
+                for rid, after in zip(self.resource_ids, afters, strict=True)
+                if after is not None
+            ]
+            matched_after = await _matching(session, stored, self.watchers.filters)
+        events: list[tuple[str, CloudEvent]] = []
+        for resource_id, before, after in zip(self.resource_ids, self.befores, afters, strict=True):
+            events += self._events(session, resource_id, before, after, matched_after)
+        await _enqueue_all(session, events)
+
+    def _events(
+        self,
+        session: AsyncSession,
+        resource_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        matched_after: Mapping[str, frozenset[str]],
+    ) -> list[tuple[str, CloudEvent]]:
+        kind = _kind(before, after)
+        current = after if after is not None else before
         assert current is not None
+        events = []
         if self.collection in ANNOUNCED:
-            data = {"resource-id": self.resource_id, "resource": dict(current)}
-            if kind not in ("created", "updated", "deleted") and self.before is not None:
-                data["previous-state"] = self.before.get("state")
+            data = {"resource-id": resource_id, "resource": dict(current)}
+            if kind not in ("created", "updated", "deleted") and before is not None:
+                data["previous-state"] = before.get("state")
             subject = f"catalog.{self.collection}.{kind}"
-            await enqueue(session, subject, _event(subject, self.resource_id, data))
-        if _is_model(after) and not _is_model(self.before):
+            events.append((subject, _event(subject, resource_id, data)))
+        if _is_model(after) and not _is_model(before):
             assert after is not None
             signer = session.info.get(EVENT_SIGNER)
-            event = _model_event(after, signer)
-            await enqueue(session, "catalog.model.published", event)
+            events.append(("catalog.model.published", _model_event(after, signer)))
         if self.watchers is not None:
-            await self._notify_watchers(session, after, kind)
+            matched = (
+                self.matched_before.get(resource_id, frozenset()),
+                matched_after.get(resource_id, frozenset()),
+            )
+            events += self._watcher_events(resource_id, before, after, kind, *matched)
+        return events
 
-    async def _notify_watchers(
-        self, session: AsyncSession, after: Mapping[str, Any] | None, kind: str
-    ) -> None:
+    def _watcher_events(
+        self,
+        resource_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        kind: str,
+        matched_before: frozenset[str],
+        matched_after: frozenset[str],
+    ) -> list[tuple[str, CloudEvent]]:
         assert self.watchers is not None
-        matched_after = (
-            await _matching(session, self.resource_id, self.watchers.filters())
-            if after is not None
-            else frozenset()
-        )
         changes: dict[str, str] = {}
-        for watcher_id in self.matched_before | matched_after:
-            if watcher_id not in self.matched_before:
+        for watcher_id in matched_before | matched_after:
+            if watcher_id not in matched_before:
                 changes[watcher_id] = "entered"
             elif watcher_id not in matched_after:
                 changes[watcher_id] = "left"
             else:
                 changes[watcher_id] = "updated"
+        events = []
         for data_set in self.watchers.data_sets:
             change = changes.get(data_set.id)
             if change is not None:
                 data = {
                     "data-set": data_set.id,
-                    "resource-id": self.resource_id,
+                    "resource-id": resource_id,
                     "change": change,
                     "resource-event": kind,
                 }
                 subject = "catalog.data-set.changed"
-                await enqueue(session, subject, _event(subject, data_set.id, data))
+                events.append((subject, _event(subject, data_set.id, data)))
         for subscription in self.watchers.subscriptions:
             change = changes.get(subscription.get("data-set") or subscription["id"])
             if change is not None:
-                await self._notify(session, subscription, change, kind, after)
+                seen = after if after is not None and change != "left" else before
+                assert seen is not None
+                event = _notification(subscription, resource_id, seen, change, kind)
+                if event is not None:
+                    events.append(event)
+        return events
 
-    async def _notify(
-        self,
-        session: AsyncSession,
-        subscription: Mapping[str, Any],
-        change: str,
-        kind: str,
-        after: Mapping[str, Any] | None,
-    ) -> None:
-        """Tell the subscription's owner, with the resource as the owner may see it, if at all."""
-        seen = after if after is not None and change != "left" else self.before
-        assert seen is not None
-        owner = Identity(
-            principal=subscription["created-by"],
-            claims=frozenset(subscription.get("subscriber-claims", ())),
-        )
-        view = acl.visible_view(seen, acl.rights(owner, seen.get("acl", {})))
-        if view is None:
-            return
-        data = {
-            "subscription": subscription["id"],
-            "resource-id": self.resource_id,
-            "change": change,
-            "resource-event": kind,
-            "resource": view,
-        }
-        if "data-set" in subscription:
-            data["data-set"] = subscription["data-set"]
-        subject = subscription_subject(subscription["id"])
-        await enqueue(session, subject, _event(subject, subscription["id"], data))
+
+def _notification(
+    subscription: Mapping[str, Any],
+    resource_id: str,
+    seen: Mapping[str, Any],
+    change: str,
+    kind: str,
+) -> tuple[str, CloudEvent] | None:
+    """The subscription's event, with the resource as its owner may see it; None if it may
+    see nothing of it."""
+    owner = Identity(
+        principal=subscription["created-by"],
+        claims=frozenset(subscription.get("subscriber-claims", ())),
+    )
+    view = acl.visible_view(seen, acl.rights(owner, seen.get("acl", {})))
+    if view is None:
+        return None
+    data = {
+        "subscription": subscription["id"],
+        "resource-id": resource_id,
+        "change": change,
+        "resource-event": kind,
+        "resource": view,
+    }
+    if "data-set" in subscription:
+        data["data-set"] = subscription["data-set"]
+    subject = subscription_subject(subscription["id"])
+    return subject, _event(subject, subscription["id"], data)
 
 
 async def begin(
-    session: AsyncSession, collection: str, before: Mapping[str, Any] | None, resource_id: str
-) -> Change:
-    """Note what the stored row `resource_id` matches before it is written or removed."""
+    session: AsyncSession,
+    collection: str,
+    befores: Sequence[Mapping[str, Any] | None],
+    resource_ids: Sequence[str],
+) -> Changes:
+    """Note what the stored rows `resource_ids` (whose states are `befores`, None for a new
+    one) match before they are written or removed."""
     watchers = None
-    matched: frozenset[str] = frozenset()
+    matched: Mapping[str, frozenset[str]] = {}
     if collection in WATCHED_FILTERS:
         watchers = await _load_watchers(session, collection)
-        if before is not None:
-            matched = await _matching(session, resource_id, watchers.filters())
-    return Change(collection, resource_id, before, watchers, matched)
+        existing = [
+            rid for rid, before in zip(resource_ids, befores, strict=True) if before is not None
+        ]
+        matched = await _matching(session, existing, watchers.filters)
+    return Changes(collection, tuple(resource_ids), tuple(befores), watchers, matched)

@@ -65,6 +65,10 @@ _PREPARE = {
 checks that need the database), given the caller and the stored state (None on create)."""
 _ACTIONS = {dataobjects.DATA_OBJECT: dataobjects.offered_actions}
 """Per collection: the actions a resource offers a caller, with the right each needs."""
+_BATCHED_ADDS = frozenset({"data-record", "data-object", "infrastructure-service", "credential"})
+"""Collections whose checks on add read no resource of their own collection, nor change what
+a write of another does (as data-sets and subscriptions would): a bulk add checks them all,
+then stores them together, with the outcome of adding them one by one."""
 _ALWAYS_SELECTED = ("id", "resource-type")
 _BULK_PAGE = 500
 
@@ -124,16 +128,22 @@ async def load_document(
     return dict(document)
 
 
-async def _check_prefixes(session: AsyncSession, document: Mapping[str, Any]) -> None:
+async def _check_prefixes(
+    session: AsyncSession, document: Mapping[str, Any], memo: dict[str, Any] | None
+) -> None:
     wanted = namespace_prefixes(document)
     if not wanted:
         return
-    rows = await session.execute(
-        sa.select(catalog_resources.c.document).where(
-            catalog_resources.c.collection == KEY_PREFIX_COLLECTION
+    defined = None if memo is None else memo.get(KEY_PREFIX_COLLECTION)
+    if defined is None:
+        rows = await session.execute(
+            sa.select(catalog_resources.c.document).where(
+                catalog_resources.c.collection == KEY_PREFIX_COLLECTION
+            )
         )
-    )
-    defined = {row.get("prefix") for row in rows.scalars()}
+        defined = {row.get("prefix") for row in rows.scalars()}
+        if memo is not None:
+            memo[KEY_PREFIX_COLLECTION] = defined
     undefined = sorted(wanted - defined)
     if undefined:
         raise NotAcceptable(
@@ -157,11 +167,16 @@ async def _check_unique_prefix(
 
 
 async def _validate(
-    session: AsyncSession, spec: CollectionSpec, document: Mapping[str, Any]
+    session: AsyncSession,
+    spec: CollectionSpec,
+    document: Mapping[str, Any],
+    memo: dict[str, Any] | None = None,
 ) -> None:
+    """Refuse an invalid document; `memo` keeps what was read for the next document of a bulk
+    add (which writes nothing it reads)."""
     spec.validate(document)
     if spec.namespaced:
-        await _check_prefixes(session, document)
+        await _check_prefixes(session, document, memo)
     if spec.name == KEY_PREFIX_COLLECTION:
         await _check_unique_prefix(session, document, document["id"])
 
@@ -172,6 +187,19 @@ async def create_resource(
     """Store a new resource from `body`; the server sets its id, timestamps and default ACL."""
     if not _may_add(identity, spec):
         raise Forbidden(f"{identity.principal} may not add to {spec.name}")
+    document = await _new_document(session, spec, identity, body)
+    await store.save(session, before=None, after=document)
+    return document
+
+
+async def _new_document(
+    session: AsyncSession,
+    spec: CollectionSpec,
+    identity: Identity,
+    body: Mapping[str, Any],
+    memo: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The resource `body` describes, completed and checked, not yet stored."""
     now = normalize_timestamp(utc_now())
     attributes = {key: value for key, value in body.items() if key not in SERVER_KEYS}
     given_acl = attributes.pop("acl", None)
@@ -186,8 +214,7 @@ async def create_resource(
     }
     if prepare := _PREPARE.get(spec.name):
         await prepare(session, identity, document, None)
-    await _validate(session, spec, document)
-    await store.save(session, before=None, after=document)
+    await _validate(session, spec, document, memo)
     return document
 
 
@@ -200,17 +227,22 @@ async def bulk_create(
     expand: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
 ) -> list[str]:
     """Create every resource of `bodies` (each `expand`ed first) as create_resource does, in
-    the caller's transaction; the first invalid one fails all with a 400 naming its index."""
+    the caller's transaction; the first invalid one fails all with a 400 naming its index.
+
+    In the collections of `_BATCHED_ADDS`, every resource is checked first, then all are
+    stored at once (store.save_many): the same resources and events as one by one."""
     if not _may_add(identity, spec):
         raise Forbidden(f"{identity.principal} may not add to {spec.name}")
-    created = []
+    batched = spec.name in _BATCHED_ADDS
+    memo: dict[str, Any] | None = {} if batched else None
+    documents = []
     for index, body in enumerate(bodies):
         try:
             if not isinstance(body, Mapping):
                 raise InvalidInput(f"expected a JSON object, got {type(body).__name__}")
-            document = await create_resource(
-                session=session, spec=spec, identity=identity, body=expand(body)
-            )
+            document = await _new_document(session, spec, identity, expand(body), memo)
+            if not batched:
+                await store.save(session, before=None, after=document)
         except ExtractError as error:
             if not 400 <= error.status < 500:
                 raise
@@ -219,8 +251,10 @@ async def bulk_create(
                 code=error.code,
                 detail={**error.detail, "index": index},
             ) from error
-        created.append(document["id"])
-    return created
+        documents.append(document)
+    if batched:
+        await store.save_many(session, [(None, document) for document in documents])
+    return [document["id"] for document in documents]
 
 
 async def get_resource(

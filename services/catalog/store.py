@@ -4,15 +4,15 @@ changes.py) happens in one place, in the caller's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import changes
-from services.catalog.query import delete_resource, put_resource
+from services.catalog.query import delete_resource, put_resources
 
-__all__ = ["remove", "save"]
+__all__ = ["remove", "save", "save_many"]
 
 
 def _collection(resource_id: str) -> str:
@@ -23,15 +23,40 @@ async def save(
     session: AsyncSession, *, before: Mapping[str, Any] | None, after: dict[str, Any]
 ) -> None:
     """Store `after` (a new resource when `before` is None, else the new state of `before`)."""
-    resource_id = after["id"]
-    change = await changes.begin(session, _collection(resource_id), before, resource_id)
-    await put_resource(session, after)
-    await change.announce(session, after)
+    await save_many(session, [(before, after)])
+
+
+async def save_many(
+    session: AsyncSession, writes: Sequence[tuple[Mapping[str, Any] | None, dict[str, Any]]]
+) -> None:
+    """`save` of each (before, after) of `writes` in turn, with the same rows and events in the
+    same order, in a few statements whatever their number: the watchers read and matched once
+    per side, one upsert, one outbox insert.
+
+    That holds when no write can change what another one does: resources of one collection,
+    each once, not data-sets or subscriptions (each of their writes changes the watchers of
+    the next). Other batches are saved one by one."""
+    if not writes:
+        return
+    ids = [after["id"] for _, after in writes]
+    collection = _collection(ids[0])
+    if len(writes) > 1 and (
+        collection in changes.WATCHER_COLLECTIONS
+        or len(set(ids)) != len(ids)
+        or any(_collection(resource_id) != collection for resource_id in ids)
+    ):
+        for write in writes:
+            await save_many(session, [write])
+        return
+    afters = [after for _, after in writes]
+    change = await changes.begin(session, collection, [before for before, _ in writes], ids)
+    await put_resources(session, afters)
+    await change.announce(session, afters)
 
 
 async def remove(session: AsyncSession, *, before: Mapping[str, Any]) -> None:
     """Delete the stored resource `before`."""
     resource_id = before["id"]
-    change = await changes.begin(session, _collection(resource_id), before, resource_id)
+    change = await changes.begin(session, _collection(resource_id), [before], [resource_id])
     await delete_resource(session, resource_id)
-    await change.announce(session, None)
+    await change.announce(session, [None])

@@ -24,6 +24,7 @@ from services.catalog.query import (
     normalize_timestamp,
     order_by,
     put_resource,
+    put_resources,
     search,
 )
 
@@ -223,6 +224,24 @@ async def test_rewriting_an_acl_recomputes_viewers(session: AsyncSession) -> Non
     await put_resource(session, document)
     assert "n1" not in names(await query(session, BOB))
     assert "n1" in names(await query(session, ALICE))
+
+
+async def test_put_resources_inserts_and_replaces_several_at_once(session: AsyncSession) -> None:
+    replaced = dict(DOCUMENTS[0], acl=ALICE_ONLY, name="quick replacement")
+    new = _document(28, "new1", BOBS, {"name": "quick new one", "location": [6.1, 46.2]})
+    await put_resources(session, [replaced, new])
+    assert "n1" not in names(await query(session, BOB))
+    assert "new1" in names(await query(session, BOB))
+    found = await query(session, filter_text="name=='quick'")
+    assert {"n1", "new1"} <= set(names(found))
+    near = await query(session, filter_text=f"location intersects '{GENEVA}'")
+    assert "new1" in names(near)
+
+
+async def test_put_resources_refuses_an_id_twice(session: AsyncSession) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        await put_resources(session, [DOCUMENTS[0], dict(DOCUMENTS[0], size=3)])
+    await put_resources(session, [])
 
 
 async def test_delete_resource_says_whether_there_was_one(session: AsyncSession) -> None:
