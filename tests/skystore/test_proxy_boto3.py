@@ -239,3 +239,17 @@ def test_expired_presigned_url_is_access_denied(stack) -> None:
     assert response.status_code == 403
     assert b"<Code>AccessDenied</Code>" in response.content
     assert b"Request has expired" in response.content
+
+
+def test_a_read_after_an_overwrite_through_the_other_proxy_sees_it(stack) -> None:
+    edge, cloud = stack.client("local:edge"), stack.client("local:cloud")
+    bucket = _name()
+    edge.create_bucket(Bucket=bucket)
+    for n in range(8):
+        body = f"generation {n}".encode()
+        (edge if n % 2 else cloud).put_object(Bucket=bucket, Key="k", Body=body)
+        for s3 in (edge, cloud):
+            assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == len(body)
+            got = s3.get_object(Bucket=bucket, Key="k")
+            assert got["Body"].read() == body
+            assert got["ETag"] == edge.head_object(Bucket=bucket, Key="k")["ETag"]

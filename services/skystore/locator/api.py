@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -178,10 +178,11 @@ def locator_router() -> APIRouter:
                 max_keys=max_keys,
             )
 
-    @router.get("/buckets/{name}/objects/{key:path}")
-    async def get_object(name: str, key: str, request: Request) -> ObjectInfo:
-        async with _read(request) as session:
-            return await store.get_object(session, bucket=name, key=key)
+    @router.get("/buckets/{name}/objects/{key:path}", response_model=ObjectInfo)
+    async def get_object(name: str, key: str, request: Request) -> Response:
+        # The lookup behind every proxy GET and HEAD: serialised once, not validated again.
+        info = await request.app.state.object_lookup.get(name, key)
+        return Response(info.model_dump_json(), media_type="application/json")
 
     @router.delete("/buckets/{name}/objects/{key:path}")
     async def delete_object(name: str, key: str, request: Request) -> list[Garbage]:

@@ -18,6 +18,7 @@ from servicekit.security.secretbox import SecretBox
 from services.skystore.locator import registry
 from services.skystore.locator.api import locator_router
 from services.skystore.locator.collector import Collector
+from services.skystore.locator.lookup import ObjectLookup
 from services.skystore.locator.messaging import EventRelay, Subscription
 from services.skystore.locator.push import CREATED, PushWorker
 from services.skystore.locator.replication import Replicator
@@ -69,6 +70,7 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
         engine = create_engine(url)
         app.state.clock = clock
         app.state.sessions = session_factory(engine)
+        app.state.object_lookup = ObjectLookup(url, app.state.sessions)
         app.state.secrets_box = SecretBox.load_or_create(settings.secrets_key_location())
         app.state.internal_token = load_or_create_token(
             internal_token_location(settings.internal_token)
@@ -108,6 +110,7 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
             await events.stop()
             await pusher.stop()
             await collector.stop()
+            app.state.object_lookup.close()
             await engine.dispose()
 
     return create_service_app(

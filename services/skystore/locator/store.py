@@ -329,13 +329,10 @@ def _no_such_key(key: str) -> NotFound:
     return NotFound(f"key {key!r} does not exist", code="NoSuchKey", detail={"Key": key})
 
 
-async def get_object(session: AsyncSession, *, bucket: str, key: str) -> ObjectInfo:
-    """The listed version of bucket/key with its copies, else NoSuchKey (or NoSuchBucket).
-
-    One query on a hit: this lookup is on the path of every GET and HEAD.
-    """
+def object_query(bucket: str, key: str) -> sa.Select[Any]:
+    """The listed version of bucket/key joined with its copies: one row per copy."""
     copy = locators.alias("copy")
-    result = await session.execute(
+    return (
         sa.select(objects, *[c.label(f"copy_{c.name}") for c in copy.c])
         .join(buckets, buckets.c.id == objects.c.bucket_id)
         .outerjoin(copy, copy.c.object_id == objects.c.id)
@@ -347,10 +344,10 @@ async def get_object(session: AsyncSession, *, bucket: str, key: str) -> ObjectI
         )
         .order_by(copy.c.region)
     )
-    rows = result.all()
-    if not rows:
-        await get_bucket(session, bucket)  # NoSuchBucket if that is what is missing
-        raise _no_such_key(key)
+
+
+def object_from_copy_rows(rows: Sequence[sa.Row[Any]], bucket: str) -> ObjectInfo:
+    """The ObjectInfo of `object_query`'s rows (at least one)."""
     copies = [
         Locator(
             id=r.copy_id,
@@ -366,6 +363,18 @@ async def get_object(session: AsyncSession, *, bucket: str, key: str) -> ObjectI
         if r.copy_id is not None
     ]
     return object_from_row(rows[0], bucket, copies)
+
+
+async def get_object(session: AsyncSession, *, bucket: str, key: str) -> ObjectInfo:
+    """The listed version of bucket/key with its copies, else NoSuchKey (or NoSuchBucket).
+
+    One query on a hit: this lookup is on the path of every GET and HEAD.
+    """
+    rows = (await session.execute(object_query(bucket, key))).all()
+    if not rows:
+        await get_bucket(session, bucket)  # NoSuchBucket if that is what is missing
+        raise _no_such_key(key)
+    return object_from_copy_rows(rows, bucket)
 
 
 async def get_upload(session: AsyncSession, *, bucket: str, upload_id: str) -> ObjectInfo:

@@ -1,0 +1,64 @@
+"""The locator's hottest read — one object with its copies, on every proxy GET and HEAD — in one
+thread hop on SQLite.
+
+aiosqlite runs every DBAPI call (cursor, execute, fetch, rollback) as its own hop to the
+connection's thread, and on a machine where each wake-up is a syscall that costs milliseconds.
+On SQLite the lookup therefore runs whole in one worker thread on a plain read-only sqlite3
+connection of the same file. WAL mode (servicekit.db) lets it read while the async engine
+writes, and it sees every transaction committed before it starts, so a read after a completed
+write sees that write: the same guarantee as the async session. PostgreSQL (asyncpg, no
+threads) keeps the async session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.db import SQLITE_BUSY_TIMEOUT_MS
+from services.skystore.locator import store
+from services.skystore.schemas import ObjectInfo
+
+__all__ = ["ObjectLookup"]
+
+
+class ObjectLookup:
+    def __init__(self, url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        parsed = make_url(url)
+        self._engine: sa.Engine | None = None
+        if parsed.get_backend_name() == "sqlite":
+            self._engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"))
+            sa.event.listen(self._engine, "connect", _read_only)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    async def get(self, bucket: str, key: str) -> ObjectInfo:
+        """store.get_object, with the same answers and errors."""
+        if self._engine is not None:
+            rows = await asyncio.to_thread(self._rows, bucket, key)
+            if rows:
+                return store.object_from_copy_rows(rows, bucket)
+        # A miss (or PostgreSQL): the session path names the missing bucket or key.
+        async with self._sessions() as session:
+            return await store.get_object(session, bucket=bucket, key=key)
+
+    def _rows(self, bucket: str, key: str) -> list[sa.Row[Any]]:
+        assert self._engine is not None
+        with self._engine.connect() as connection:
+            return list(connection.execute(store.object_query(bucket, key)).all())
+
+
+def _read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
