@@ -61,6 +61,8 @@ _SET_BY_SERVER = frozenset({"server", "date"})
 _UPSTREAM_DOWN_STATUSES = frozenset({502, 503, 504})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _MAX_SIGNED_RESPONSE = 8 * 1024 * 1024
+# Responses up to this size (by Content-Length, without content coding games) are read whole.
+_SMALL_BODY = 64 * 1024
 
 
 def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[str]:
@@ -107,20 +109,26 @@ class ReverseProxy:
                 f"request body of {declared} bytes exceeds the {route.max_body} bytes "
                 f"accepted on {route.prefix}"
             )
-        url = upstream.url + _upstream_path(request, route)
-        query = request.scope.get("query_string", b"")
+        path = _upstream_path(request, route)
         headers = self._request_headers(request, identity)
         has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
         if route.critical:
-            return await self._forward_critical(request, route, upstream, url, headers)
+            return await self._forward_critical(request, route, upstream, path, headers)
         body = _capped(request.stream(), route.max_body) if has_body else None
-        outgoing = upstream.client.build_request(
-            request.method,
-            httpx.URL(url, query=query),
-            headers=headers,
-            content=body,
+        outgoing = upstream.request(
+            request.method, path, request.scope.get("query_string", b""), headers, body
         )
         response = await self._send(upstream, outgoing, retriable=_retriable(request, has_body))
+        if _small(response):
+            # Read at once: one plain response, no streaming machinery, the upstream
+            # connection back in its pool before the client is answered.
+            try:
+                content = await _read_capped(response, _SMALL_BODY)
+            finally:
+                await response.aclose()
+            small = Response(content, status_code=response.status_code)
+            small.raw_headers = _response_headers(response)
+            return small
         return _streaming_response(response, upstream.name)
 
     async def _forward_critical(
@@ -128,7 +136,7 @@ class ReverseProxy:
         request: Request,
         route: Route,
         upstream: Upstream,
-        url: str,
+        path: str,
         headers: list[tuple[str, str]],
     ) -> Response:
         """Critical payloads are small and signed whole: the request body is read and its
@@ -151,11 +159,8 @@ class ReverseProxy:
         # Signed as sent: no content coding between the signature and the bytes it covers.
         headers = [(n, v) for n, v in headers if n != "accept-encoding"]
         headers.append(("accept-encoding", "identity"))
-        outgoing = upstream.client.build_request(
-            request.method,
-            httpx.URL(url, query=request.scope.get("query_string", b"")),
-            headers=headers,
-            content=body or None,
+        outgoing = upstream.request(
+            request.method, path, request.scope.get("query_string", b""), headers, body or None
         )
         response = await self._send(upstream, outgoing, retriable=request.method != "POST")
         try:
@@ -221,7 +226,7 @@ class ReverseProxy:
                     headers={"Retry-After": str(retry_after)},
                 )
             try:
-                response = await upstream.client.send(outgoing, stream=True)
+                response = await upstream.send(outgoing)
             except _BodyTooLarge as exc:
                 upstream.breaker.success()
                 raise PayloadTooLarge(str(exc)) from None
@@ -301,13 +306,18 @@ def _response_headers(
     return [(n.lower(), v) for n, v in raw if n.decode("latin-1").lower() not in drop]
 
 
+def _small(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= _SMALL_BODY
+
+
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     content = bytearray()
     try:
         async for chunk in response.aiter_raw():
             content += chunk
             if len(content) > limit:
-                raise UpstreamError(f"critical response exceeds {limit} bytes; not signing it")
+                raise UpstreamError(f"the upstream response exceeds the {limit} bytes read at once")
     except httpx.HTTPError as exc:
         raise UpstreamError(f"upstream response broke off: {type(exc).__name__}") from None
     return bytes(content)

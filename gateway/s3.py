@@ -20,6 +20,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
+from gateway.coalesce import CoalescingMiddleware
 from gateway.errors import GatewayTimeout
 from gateway.limits import LimitsMiddleware, RateLimiter
 from gateway.upstreams import Upstream
@@ -149,12 +150,12 @@ class S3Passthrough:
             for name, value in headers
         )
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        url = httpx.URL(upstream.url + raw_path.decode("latin-1"), query=scope["query_string"])
-        outgoing = upstream.client.build_request(
+        outgoing = upstream.request(
             scope["method"],
-            url,
-            headers=_forwarded_headers(headers),
-            content=self._body(receive) if has_body else None,
+            raw_path.decode("latin-1"),
+            scope["query_string"],
+            _forwarded_headers(headers),
+            self._body(receive) if has_body else None,
         )
         if not upstream.breaker.allow():
             raise ServiceUnavailable(
@@ -162,7 +163,7 @@ class S3Passthrough:
                 headers={"Retry-After": str(max(1, round(upstream.breaker.retry_after())))},
             )
         try:
-            response = await upstream.client.send(outgoing, stream=True)
+            response = await upstream.send(outgoing)
         except _BodyTooLarge as exc:
             raise PayloadTooLarge(str(exc), code="EntityTooLarge") from None
         except httpx.TimeoutException:
@@ -212,7 +213,7 @@ def s3_app(
     )
     app = MetricsMiddleware(app, metrics=metrics)
     app = AccessLogMiddleware(app)
-    return RequestIdMiddleware(app)
+    return CoalescingMiddleware(RequestIdMiddleware(app))
 
 
 class S3Listener:

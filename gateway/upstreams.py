@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,12 +19,41 @@ logger = logging.getLogger("gateway.upstreams")
 
 @dataclass
 class Upstream:
+    """`transport` carries proxied requests: straight to the connection pool, past the
+    client's cookie jar (an upstream's Set-Cookie must never go back with another caller's
+    request), auth and redirect layers. `client` (same pool) makes the gateway's own calls."""
+
     name: str
     url: str
     client: httpx.AsyncClient
     breaker: CircuitBreaker
+    transport: httpx.AsyncBaseTransport
+    timeout: dict[str, float | None]
     healthy: bool | None = None  # None until the first health check
     last_error: str = field(default="")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[str, str]] | list[tuple[bytes, bytes]],
+        content: AsyncIterator[bytes] | bytes | None,
+    ) -> httpx.Request:
+        """A request for `path` (as encoded) and `query` (raw) on this upstream."""
+        return httpx.Request(
+            method,
+            httpx.URL(self.url + path, query=query),
+            headers=headers,
+            content=content,
+            extensions={"timeout": self.timeout},
+        )
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the response body is left to stream (aclose() it)."""
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
 
     async def check_health(self) -> None:
         """GET /healthz; records the outcome and lets an open breaker try again on success."""
@@ -65,13 +94,14 @@ class Upstreams:
         for name, url in settings.upstream_urls().items():
             if not url:
                 continue
-            client = httpx.AsyncClient(
-                timeout=timeout, limits=limits, transport=transport, follow_redirects=False
-            )
+            pool = transport or httpx.AsyncHTTPTransport(limits=limits)
+            client = httpx.AsyncClient(timeout=timeout, transport=pool, follow_redirects=False)
             breaker = CircuitBreaker(
                 failures=settings.breaker_failures, reset_after=settings.breaker_reset
             )
-            upstreams[name] = Upstream(name, url.rstrip("/"), client, breaker)
+            upstreams[name] = Upstream(
+                name, url.rstrip("/"), client, breaker, pool, timeout.as_dict()
+            )
         return cls(upstreams)
 
     def get(self, name: str) -> Upstream | None:

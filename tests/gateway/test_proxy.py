@@ -129,6 +129,15 @@ async def test_repeated_response_headers_are_all_passed_on(
     ]
 
 
+async def test_cookies_an_upstream_sets_are_never_replayed_for_other_callers(
+    make_gateway: GatewayFactory, client_of: Clients
+) -> None:
+    gateway = make_gateway()
+    assert (await client_of(gateway).get("/test/cookies")).status_code == 200
+    echoed = (await client_of(gateway).get("/test/echo")).json()
+    assert "cookie" not in dict(echoed["headers"])
+
+
 async def test_slow_upstream_answers_504(make_gateway: GatewayFactory, client_of: Clients) -> None:
     client = client_of(make_gateway(read_timeout=0.3))
     response = await client.get("/test/slow", params={"seconds": 3})
