@@ -186,6 +186,15 @@ def main() -> None:
             },
         ).json()
         edge = regions[EDGE]
+        locator = stack.enter_context(
+            httpx.Client(
+                base_url=urls["locator"],
+                headers={
+                    "Authorization": "Bearer "
+                    + (root / "keys" / "skystore-internal.token").read_text().strip()
+                },
+            )
+        )
         direct = _client(edge.url, edge.access_key, edge.secret_key)
         proxy = _client(urls[EDGE], key["key_id"], key["secret"])
         cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
@@ -216,6 +225,13 @@ def main() -> None:
                     "proxy  HEAD",
                     n,
                     lambda i: proxy.head_object(Bucket=bucket_p, Key=f"dir/k{i % 100:03d}"),
+                ),
+                # The one locator round trip inside every proxy HEAD and GET, on its own.
+                _timed(
+                    "locator lookup (REST)",
+                    n,
+                    lambda i: locator.get(f"/buckets/{bucket_p}/objects/dir%2Fk{i % 100:03d}"),
+                    note="inside every proxy HEAD/GET",
                 ),
             ]
         )

@@ -253,3 +253,20 @@ def test_a_read_after_an_overwrite_through_the_other_proxy_sees_it(stack) -> Non
             got = s3.get_object(Bucket=bucket, Key="k")
             assert got["Body"].read() == body
             assert got["ETag"] == edge.head_object(Bucket=bucket, Key="k")["ETag"]
+
+
+def test_keys_with_dots_escapes_and_symbols_reach_the_locator_intact(stack) -> None:
+    s3 = stack.client()
+    bucket = _name()
+    s3.create_bucket(Bucket=bucket)
+    keys = ["..", ".", "a/../b", "a/./b", "x%2Fy", "a b+c=d&e?f#g", "ünï/çødé", "//lead"]
+    for n, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=f"body {n}".encode())
+    for n, key in enumerate(keys):
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(f"body {n}")
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == f"body {n}".encode()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="a b+c")["Contents"]
+    assert [o["Key"] for o in listed] == ["a b+c=d&e?f#g"]
+    for key in keys:
+        s3.delete_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0

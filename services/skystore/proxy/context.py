@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
 
@@ -85,7 +84,7 @@ class Proxy:
 
     async def open_copy(
         self, copy: Locator, *, range_header: str | None = None
-    ) -> tuple[httpx.Headers, AsyncIterator[bytes]]:
+    ) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
         """GET on the physical copy: (the response headers, its body as chunks)."""
         http = self.regions.http(copy.region)
         return await http.get(copy.physical_bucket, copy.physical_key, range_header=range_header)

@@ -6,12 +6,14 @@ goes through the region's aiobotocore client."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
+import aiohttp
 import httpx
 from botocore.exceptions import ClientError
+from yarl import URL
 
 from servicekit.errors import BadRequest, ExtractError, ServiceUnavailable
 from servicekit.infra.seaweed import S3Endpoint
@@ -33,21 +35,29 @@ class S3Http:
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
+        # GETs go through aiohttp: ~0.6 ms less per request than httpx, which a small GET
+        # feels. PUTs stay on httpx, whose errors tell a body of the wrong length apart.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout)
+        self._reader: aiohttp.ClientSession | None = None
+
+    def _aio(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp session belongs to the running event loop.
+        if self._reader is None:
+            self._reader = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=100),
+                auto_decompress=False,
+            )
+        return self._reader
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._reader is not None:
+            await self._reader.close()
 
-    def _request(
-        self,
-        method: str,
-        bucket: str,
-        key: str,
-        headers: dict[str, str],
-        content: bytes | AsyncIterator[bytes] | None = None,
-    ) -> httpx.Request:
-        path = "/" + quote(f"{bucket}/{key}", safe="/~")
+    def _signed(self, method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
         headers = {"host": self._host, **headers}
-        headers |= sign_request(
+        return headers | sign_request(
             method=method,
             path=path,
             headers=headers,
@@ -57,6 +67,17 @@ class S3Http:
             region=SIGNING_REGION,
             now=datetime.now(UTC),
         )
+
+    def _request(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        headers: dict[str, str],
+        content: bytes | AsyncIterator[bytes] | None = None,
+    ) -> httpx.Request:
+        path = _path(bucket, key)
+        headers = self._signed(method, path, headers)
         return self._http.build_request(method, path, headers=headers, content=content)
 
     async def _send(self, request: httpx.Request, bucket: str, key: str) -> httpx.Response:
@@ -82,11 +103,27 @@ class S3Http:
 
     async def get(
         self, bucket: str, key: str, *, range_header: str | None = None
-    ) -> tuple[httpx.Headers, AsyncIterator[bytes]]:
+    ) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
         """(the response headers, the body as chunks); the body must be consumed or closed."""
-        headers = {"range": range_header} if range_header else {}
-        response = await self._send(self._request("GET", bucket, key, headers), bucket, key)
-        return response.headers, _chunks(response)
+        path = _path(bucket, key)
+        headers = {"accept-encoding": "identity"}
+        if range_header:
+            headers["range"] = range_header
+        url = URL(self._endpoint.url + path, encoded=True)  # escaped and signed as it is
+        try:
+            response = await self._aio().get(url, headers=self._signed("GET", path, headers))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ServiceUnavailable(
+                f"S3 at {self._endpoint.url} is unreachable: {exc}",
+                detail={"bucket": bucket, "key": key, "endpoint": self._endpoint.url},
+            ) from exc
+        if response.status >= 300:
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            raise _error(response.status, body, bucket=bucket, key=key)
+        return response.headers, _aio_chunks(response)
 
     async def put(
         self, bucket: str, key: str, content: bytes | AsyncIterator[bytes], *, length: int
@@ -99,12 +136,16 @@ class S3Http:
         return response.headers.get("etag", "").strip('"')
 
 
-async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+def _path(bucket: str, key: str) -> str:
+    return "/" + quote(f"{bucket}/{key}", safe="/~")
+
+
+async def _aio_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw(READ_CHUNK):
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
             yield chunk
     finally:
-        await response.aclose()
+        response.release()
 
 
 def _error(status: int, body: bytes, *, bucket: str, key: str) -> ExtractError:
