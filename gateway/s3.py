@@ -70,6 +70,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client disconnected while its body was being forwarded: nobody to answer."""
+
+
 def _declared_size(headers: list[tuple[bytes, bytes]]) -> int | None:
     """The payload size the client announces: the decoded size of an aws-chunked body, else
     Content-Length."""
@@ -110,6 +114,9 @@ class S3Passthrough:
         path = scope.get("path", "/")
         try:
             response = await self._send_upstream(scope, receive)
+        except _ClientGone:
+            logger.info("%s %s: the client went away while sending the body", scope["method"], path)
+            return
         except ExtractError as exc:
             error = WireError.of(exc)
             await render_error(WireFormat.S3, error, resource=path)(scope, receive, send)
@@ -185,7 +192,7 @@ class S3Passthrough:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _BodyTooLarge("the client went away while sending the body")
+                raise _ClientGone
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.max_wire_body:

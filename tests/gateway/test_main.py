@@ -145,3 +145,34 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_ca(
             httpx.get(f"{gateway.url}/healthz", verify=client_context(ca_file))
     finally:
         gateway.stop()
+
+
+def test_serves_the_s3_port_over_tls_too(
+    tmp_path: Path, tls_files: tuple[Path, Path, Path], identity_key_file: Path
+) -> None:
+    ca, cert, key = tls_files
+    port, s3_port = free_port(), free_port()
+    env = {
+        **_env(tmp_path, cert, key, identity_key_file),
+        "EXTRACT_GATEWAY_PORT": str(port),
+        "EXTRACT_GATEWAY_S3_PORT": str(s3_port),
+        "EXTRACT_GATEWAY_SKYSTORE_URL": f"http://127.0.0.1:{free_port()}",  # nothing there
+    }
+    verify = ssl.create_default_context(cafile=ca)
+    gateway = ServiceProcess(
+        "gateway",
+        tmp_path,
+        env=env,
+        port=port,
+        scheme="https",
+        verify=verify,  # type: ignore[arg-type]
+    )
+    try:
+        gateway.start(timeout=60)
+        response = httpx.get(f"https://127.0.0.1:{s3_port}/bucket/key", verify=verify)
+        assert response.status_code == 502
+        assert "<Code>BadGateway</Code>" in response.text
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{s3_port}/bucket/key", timeout=5)
+    finally:
+        gateway.stop()

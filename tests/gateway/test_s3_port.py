@@ -129,3 +129,31 @@ async def test_the_main_port_points_s3_clients_to_the_s3_port(
     response = await client_of(make_gateway()).get("/s3/bucket/key")
     assert response.status_code == 404
     assert "EXTRACT_GATEWAY_S3_PORT" in response.json()["detail"]
+
+
+async def test_requests_reach_skystore_unchanged_without_an_identity_token(
+    make_gateway: GatewayFactory, upstream: ThreadedServer, tls_client_context: ssl.SSLContext
+) -> None:
+    port = free_port()
+    make_gateway(skystore_url=upstream.url, s3_port=port)
+    signed = "AWS4-HMAC-SHA256 Credential=AKID/20261203/us-east-1/s3/aws4_request, Signature=ab"
+    async with httpx.AsyncClient(verify=tls_client_context) as client:
+        response = await client.get(
+            f"https://127.0.0.1:{port}/raw/a%2Fb%20c?list-type=2&prefix=x%2F",
+            headers={
+                "host": "s3.example.test:9000",
+                "authorization": signed,
+                "x-amz-date": "20261203T120000Z",
+                "connection": "keep-alive, x-drop-me",
+                "x-drop-me": "hop-by-hop",
+            },
+        )
+    echoed = response.json()
+    headers = dict(echoed["headers"])
+    assert echoed["raw_path"] == "/raw/a%2Fb%20c"
+    assert echoed["query"] == "list-type=2&prefix=x%2F"
+    assert headers["host"] == "s3.example.test:9000"
+    assert headers["authorization"] == signed  # no identity token in its place
+    assert headers["x-amz-date"] == "20261203T120000Z"
+    assert "x-drop-me" not in headers
+    assert not any(name.startswith("x-forwarded-") for name in headers)
