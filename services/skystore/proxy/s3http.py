@@ -141,9 +141,17 @@ def _path(bucket: str, key: str) -> str:
 
 
 async def _aio_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    # The socket hands over ~64 KiB at a time; gathered into READ_CHUNK pieces, a large
+    # object leaves the proxy in 16x fewer writes.
+    pending = bytearray()
     try:
-        async for chunk in response.content.iter_chunked(READ_CHUNK):
-            yield chunk
+        async for data in response.content.iter_any():
+            pending += data
+            if len(pending) >= READ_CHUNK:
+                yield bytes(pending)
+                pending.clear()
+        if pending:
+            yield bytes(pending)
     finally:
         response.release()
 
