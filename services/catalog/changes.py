@@ -25,13 +25,18 @@ in one query per side (before, after), and its events are written in one stateme
 events, in the same order, as writing its resources one by one. Watchers are read once per
 transaction; their filters are parsed and compiled once per process (by text), except geo
 terms, resolved per batch. Fine for thousands of watchers, not for millions.
+
+On PostgreSQL, `create(session, collection, document)` stores one new resource in place of
+`begin`, the write and `announce`: the same rows and events, in one statement when nothing
+watches the resource (the upsert and the resource event are data-modifying CTEs of the read
+of the watchers).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +51,7 @@ from servicekit.security import Identity, SigningKey, sign_event
 from services.catalog import acl
 from services.catalog.filters import Filter, GeoComparison, parse_filter
 from services.catalog.geo import geo_comparisons, geo_matches
-from services.catalog.query import compile_filter
+from services.catalog.query import compile_filter, upsert_parameters, upsert_statement
 from services.catalog.tables import catalog_resources
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "WATCHER_COLLECTIONS",
     "Changes",
     "begin",
+    "create",
     "subscription_subject",
 ]
 
@@ -140,28 +146,36 @@ def _compiled(text: str) -> sa.ColumnElement[bool]:
     return compile_filter(tree)
 
 
+@functools.cache
+def _watchers_query() -> sa.Select[tuple[Any]]:
+    """Every data-set and subscription, built once: a write is too cheap to build it again."""
+    collection = catalog_resources.c.collection
+    return sa.select(catalog_resources.c.document).where(
+        sa.or_(*(collection == name for name in sorted(WATCHER_COLLECTIONS)))
+    )
+
+
 async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
     """The collection's watchers, read once per transaction (writes of watchers forget them)."""
     cache: dict[str, _Watchers] = session.info.setdefault(_WATCHERS_CACHE, {})
-    if collection in cache:
-        return cache[collection]
+    if collection not in cache:
+        rows = await session.execute(_watchers_query())
+        cache[collection] = _watchers_of(collection, rows.scalars())
+    return cache[collection]
+
+
+def _watchers_of(collection: str, documents: Iterable[Mapping[str, Any]]) -> _Watchers:
+    """The watchers of `collection` among the data-sets and subscriptions `documents`."""
     attribute = WATCHED_FILTERS[collection]
-    rows = await session.execute(
-        sa.select(catalog_resources.c.document).where(
-            catalog_resources.c.collection.in_(tuple(WATCHER_COLLECTIONS))
-        )
-    )
     data_sets, subscriptions = [], []
-    for document in rows.scalars():
+    for document in documents:
         if document["resource-type"] == "data-set":
             watcher = _watcher(document["id"], document.get(attribute))
             if watcher.tree is not None:
                 data_sets.append(watcher)
         elif document.get("collection") == collection or "data-set" in document:
             subscriptions.append(document)
-    watchers = _Watchers(tuple(data_sets), tuple(subscriptions))
-    cache[collection] = watchers
-    return watchers
+    return _Watchers(tuple(data_sets), tuple(subscriptions))
 
 
 async def _condition(
@@ -238,12 +252,12 @@ def _model_event(document: Mapping[str, Any], signer: SigningKey | None) -> Clou
     return sign_event(_event("catalog.model.published", document["id"], data), signer)
 
 
-async def _enqueue_all(session: AsyncSession, events: Sequence[tuple[str, CloudEvent]]) -> None:
-    """servicekit.outbox.enqueue of each (subject, event) in turn, as one statement."""
+def _outbox_rows(events: Sequence[tuple[str, CloudEvent]]) -> list[dict[str, Any]]:
+    """The outbox rows servicekit.outbox.enqueue would write for each (subject, event)."""
     for subject, _ in events:
         if not _SUBJECT.match(subject):
             raise ValueError(f"subject {subject!r} is not a NATS subject one can publish to")
-    rows = [
+    return [
         {
             "id": event.id,
             "subject": subject,
@@ -253,8 +267,37 @@ async def _enqueue_all(session: AsyncSession, events: Sequence[tuple[str, CloudE
         }
         for subject, event in events
     ]
-    if rows:
+
+
+async def _enqueue_all(session: AsyncSession, events: Sequence[tuple[str, CloudEvent]]) -> None:
+    """servicekit.outbox.enqueue of each (subject, event) in turn, as one statement."""
+    if rows := _outbox_rows(events):
         await session.execute(sa.insert(outbox_events), rows)
+
+
+def _own_events(
+    session: AsyncSession,
+    collection: str,
+    resource_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+) -> list[tuple[str, CloudEvent]]:
+    """The events a change tells of itself: its resource event and a new model's."""
+    kind = _kind(before, after)
+    current = after if after is not None else before
+    assert current is not None
+    events = []
+    if collection in ANNOUNCED:
+        data = {"resource-id": resource_id, "resource": dict(current)}
+        if kind not in ("created", "updated", "deleted") and before is not None:
+            data["previous-state"] = before.get("state")
+        subject = f"catalog.{collection}.{kind}"
+        events.append((subject, _event(subject, resource_id, data)))
+    if _is_model(after) and not _is_model(before):
+        assert after is not None
+        signer = session.info.get(EVENT_SIGNER)
+        events.append(("catalog.model.published", _model_event(after, signer)))
+    return events
 
 
 @dataclass
@@ -296,67 +339,59 @@ class Changes:
         after: Mapping[str, Any] | None,
         matched_after: Mapping[str, frozenset[str]],
     ) -> list[tuple[str, CloudEvent]]:
-        kind = _kind(before, after)
-        current = after if after is not None else before
-        assert current is not None
-        events = []
-        if self.collection in ANNOUNCED:
-            data = {"resource-id": resource_id, "resource": dict(current)}
-            if kind not in ("created", "updated", "deleted") and before is not None:
-                data["previous-state"] = before.get("state")
-            subject = f"catalog.{self.collection}.{kind}"
-            events.append((subject, _event(subject, resource_id, data)))
-        if _is_model(after) and not _is_model(before):
-            assert after is not None
-            signer = session.info.get(EVENT_SIGNER)
-            events.append(("catalog.model.published", _model_event(after, signer)))
+        events = _own_events(session, self.collection, resource_id, before, after)
         if self.watchers is not None:
-            matched = (
+            events += _watcher_events(
+                self.watchers,
+                resource_id,
+                before,
+                after,
                 self.matched_before.get(resource_id, frozenset()),
                 matched_after.get(resource_id, frozenset()),
             )
-            events += self._watcher_events(resource_id, before, after, kind, *matched)
         return events
 
-    def _watcher_events(
-        self,
-        resource_id: str,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-        kind: str,
-        matched_before: frozenset[str],
-        matched_after: frozenset[str],
-    ) -> list[tuple[str, CloudEvent]]:
-        assert self.watchers is not None
-        changes: dict[str, str] = {}
-        for watcher_id in matched_before | matched_after:
-            if watcher_id not in matched_before:
-                changes[watcher_id] = "entered"
-            elif watcher_id not in matched_after:
-                changes[watcher_id] = "left"
-            else:
-                changes[watcher_id] = "updated"
-        events = []
-        for data_set in self.watchers.data_sets:
-            change = changes.get(data_set.id)
-            if change is not None:
-                data = {
-                    "data-set": data_set.id,
-                    "resource-id": resource_id,
-                    "change": change,
-                    "resource-event": kind,
-                }
-                subject = "catalog.data-set.changed"
-                events.append((subject, _event(subject, data_set.id, data)))
-        for subscription in self.watchers.subscriptions:
-            change = changes.get(subscription.get("data-set") or subscription["id"])
-            if change is not None:
-                seen = after if after is not None and change != "left" else before
-                assert seen is not None
-                event = _notification(subscription, resource_id, seen, change, kind)
-                if event is not None:
-                    events.append(event)
-        return events
+
+def _watcher_events(
+    watchers: _Watchers,
+    resource_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    matched_before: frozenset[str],
+    matched_after: frozenset[str],
+) -> list[tuple[str, CloudEvent]]:
+    """The data-sets' and subscriptions' events of a change, given the watchers it matched
+    before and after."""
+    kind = _kind(before, after)
+    changes: dict[str, str] = {}
+    for watcher_id in matched_before | matched_after:
+        if watcher_id not in matched_before:
+            changes[watcher_id] = "entered"
+        elif watcher_id not in matched_after:
+            changes[watcher_id] = "left"
+        else:
+            changes[watcher_id] = "updated"
+    events = []
+    for data_set in watchers.data_sets:
+        change = changes.get(data_set.id)
+        if change is not None:
+            data = {
+                "data-set": data_set.id,
+                "resource-id": resource_id,
+                "change": change,
+                "resource-event": kind,
+            }
+            subject = "catalog.data-set.changed"
+            events.append((subject, _event(subject, data_set.id, data)))
+    for subscription in watchers.subscriptions:
+        change = changes.get(subscription.get("data-set") or subscription["id"])
+        if change is not None:
+            seen = after if after is not None and change != "left" else before
+            assert seen is not None
+            event = _notification(subscription, resource_id, seen, change, kind)
+            if event is not None:
+                events.append(event)
+    return events
 
 
 def _notification(
@@ -405,3 +440,52 @@ async def begin(
         ]
         matched = await _matching(session, existing, watchers.filters)
     return Changes(collection, tuple(resource_ids), tuple(befores), watchers, matched)
+
+
+_EVENT = "event_"  # prefix of the outbox row's parameters in _created_statement
+
+
+@functools.cache
+def _created_statement(read_watchers: bool, announced: bool) -> sa.Select[tuple[Any]]:
+    """A new resource's upsert (and its first event) as data-modifying CTEs of the read of
+    the watchers (or of nothing), built once."""
+    read = _watchers_query() if read_watchers else sa.select(sa.null())
+    statement = read.add_cte(upsert_statement().cte("written"))
+    if announced:
+        columns = ("id", "subject", "payload", "created_at", "attempts")  # as _outbox_rows
+        row = {n: sa.bindparam(_EVENT + n, type_=outbox_events.c[n].type) for n in columns}
+        statement = statement.add_cte(sa.insert(outbox_events).values(row).cte("announced"))
+    return statement
+
+
+async def create(session: AsyncSession, collection: str, document: dict[str, Any]) -> None:
+    """PostgreSQL: one new resource stored, with what `begin` and `announce` do around it, in
+    one statement when nothing watches it: its upsert and its resource event are
+    data-modifying CTEs of the read of the watchers (which sees the table as it was: a new
+    resource is no watcher). A new model's event and the watchers' events, if any, follow in a
+    second statement, so the outbox keeps their order."""
+    resource_id = document["id"]
+    cache: dict[str, _Watchers] = session.info.setdefault(_WATCHERS_CACHE, {})
+    watched = collection in WATCHED_FILTERS
+    read_watchers = watched and collection not in cache
+    own = _outbox_rows(_own_events(session, collection, resource_id, None, document))
+    parameters = upsert_parameters(document)
+    if own:
+        parameters.update({_EVENT + name: value for name, value in own[0].items()})
+    statement = _created_statement(read_watchers, bool(own))
+    rows = await session.execute(statement, parameters)
+    if collection in WATCHER_COLLECTIONS:
+        session.info.pop(_WATCHERS_CACHE, None)
+    events: list[tuple[str, CloudEvent]] = []
+    if watched:
+        if read_watchers:
+            cache[collection] = _watchers_of(collection, rows.scalars())
+        watchers = cache[collection]
+        if watchers.filters:  # a subscription to a data-set hears of what the data-set matches
+            matched = await _matching(session, [resource_id], watchers.filters)
+            events = _watcher_events(
+                watchers, resource_id, None, document, frozenset(), matched[resource_id]
+            )
+    rest = own[1:] + _outbox_rows(events)
+    if rest:
+        await session.execute(sa.insert(outbox_events), rest)

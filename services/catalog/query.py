@@ -87,6 +87,8 @@ __all__ = [
     "put_resources",
     "search",
     "selection",
+    "upsert_parameters",
+    "upsert_statement",
     "visible_to",
 ]
 
@@ -495,18 +497,42 @@ async def put_resource(session: AsyncSession, document: dict[str, Any]) -> None:
     await put_resources(session, [document])
 
 
-async def put_resources(session: AsyncSession, documents: Sequence[dict[str, Any]]) -> None:
-    """put_resource of every document, in one statement; their ids must be distinct."""
+def _rows(documents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     now = normalize_timestamp(utc_now())
     rows = [_row(document, now) for document in documents]
-    ids = [row["id"] for row in rows]
-    if len(set(ids)) != len(ids):
+    if len({row["id"] for row in rows}) != len(rows):
         raise ValueError("put_resources: an id appears twice; write its states one by one")
+    return rows
+
+
+async def put_resources(session: AsyncSession, documents: Sequence[dict[str, Any]]) -> None:
+    """put_resource of every document, in one statement; their ids must be distinct."""
+    rows = _rows(documents)
+    ids = [row["id"] for row in rows]
     if not rows:
         return
     await session.execute(_upsert(session.get_bind().dialect.name), rows)
     await unindex_texts(session, ids)
     await index_texts(session, [row["document"] for row in rows])
+
+
+@functools.cache
+def upsert_statement() -> Any:
+    """PostgreSQL: put_resource's upsert of one row, bound by name (`upsert_parameters`), built
+    once, to run inside another statement (a data-modifying CTE). SQLite has no such CTEs, and
+    put_resource also indexes the texts there."""
+    written = ("id", *_REPLACED)
+    insert = postgresql.insert(catalog_resources).values(
+        {name: sa.bindparam(name, type_=catalog_resources.c[name].type) for name in written}
+    )
+    replace = {name: insert.excluded[name] for name in _REPLACED}
+    return insert.on_conflict_do_update(index_elements=["id"], set_=replace)
+
+
+def upsert_parameters(document: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `upsert_statement` that write `document`."""
+    (row,) = _rows([document])
+    return row
 
 
 async def insert_resources(session: AsyncSession, documents: Sequence[dict[str, Any]]) -> None:

@@ -290,3 +290,55 @@ async def test_a_batch_writing_one_resource_twice_writes_its_states_in_turn(
 async def test_an_empty_batch_writes_nothing(session: AsyncSession) -> None:
     await store.save_many(session, [])
     assert await events(session) == []
+
+
+class Statements:
+    """The statements a session sends to its database (executemany counts once)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.engine = session.get_bind()
+        self.seen: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        sa.event.listen(self.engine, "before_cursor_execute", self.note)
+        return self.seen
+
+    def __exit__(self, *_: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self.note)
+
+    def note(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.seen.append(statement.split(None, 1)[0])
+
+
+def postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def test_a_batch_costs_the_same_few_statements_however_large(session: AsyncSession) -> None:
+    batch = [(None, record(100 + n, tags=["flood"], bytes=n)) for n in range(60)]
+    with Statements(session) as seen:
+        await store.save_many(session, batch)
+    # watchers, upsert (one executemany), the geo data-set's candidates, matching, outbox
+    # (one executemany); SQLite also replaces the full-text rows (a delete and an insert).
+    assert len(seen) == (5 if postgresql(session) else 7)
+    assert len(await stored(session, "")) == 60
+
+
+async def test_a_new_resource_nothing_watches_is_one_statement_on_postgresql(
+    session: AsyncSession,
+) -> None:
+    data_object = {
+        "id": "data-object/o1",
+        "resource-type": "data-object",
+        "created-by": "user/alice",
+        "state": "NEW",
+        "acl": ALICE,
+    }
+    with Statements(session) as seen:
+        await store.save(session, before=None, after=data_object)
+    assert len(seen) == (1 if postgresql(session) else 5)
+    ((subject, event),) = await events(session)
+    assert (subject, event.data["resource"]["id"]) == (
+        "catalog.data-object.created",
+        "data-object/o1",
+    )
