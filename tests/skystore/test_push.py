@@ -3,13 +3,16 @@ whatever the redeliveries, and nothing for other policies or replaced generation
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.cloudevents import CloudEvent
+from servicekit.inbox import consume_once, inbox_events
 from services.skystore.locator import reaper, replicas, store
+from services.skystore.locator.collector import INBOX_KEEP, Collector
 from services.skystore.locator.push import CREATED, PushWorker
 from services.skystore.locator.registry import put_region
 from services.skystore.locator.replication import Replicator
@@ -105,3 +108,21 @@ async def test_a_redelivered_event_is_not_planned_again(worker, sessions) -> Non
     assert await _copies(sessions, "pushed") == {(EDGE, "ready")}
     await worker.on_created(_event("pushed", info.generation or 0))  # a new event plans again
     assert await _copies(sessions, "pushed") == {(EDGE, "ready"), (CLOUD, "pending")}
+
+
+async def test_the_sweep_forgets_inbox_entries_older_than_the_stream(sessions) -> None:
+    async with sessions.begin() as session:
+        assert await consume_once(session, "test-push", "old", clock=lambda: T0)
+        recent = T0 + INBOX_KEEP - timedelta(hours=1)
+        assert await consume_once(session, "test-push", "recent", clock=lambda: recent)
+    collector = Collector(
+        sessions,
+        pending_timeout=60,
+        multipart_timeout=60,
+        interval=0,
+        clock=lambda: T0 + INBOX_KEEP + timedelta(minutes=1),
+    )
+    await collector.sweep_once()
+    async with sessions() as session:
+        left = (await session.execute(sa.select(inbox_events.c.event_id))).scalars().all()
+    assert left == ["recent"]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.db import Clock, utc_now
 from servicekit.errors import ExtractError
+from servicekit.inbox import purge_processed
 from servicekit.infra.seaweed import S3Endpoint
 from servicekit.s3 import S3Client, s3_client
 from services.skystore.credentials import endpoint_of
@@ -29,6 +30,8 @@ __all__ = ["Collector", "Sweep"]
 log = logging.getLogger(__name__)
 
 _GONE = {"NoSuchKey", "NoSuchUpload", "NoSuchBucket", "404"}
+# The push worker's inbox outlives the SKYSTORE stream's 7-day retention by a day.
+INBOX_KEEP = timedelta(days=8)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Collector:
             rolled_back = await reaper.roll_back_stale(
                 session, uploads_before=now - self._pending, multipart_before=now - self._multipart
             )
+            # Events older than the stream keeps them cannot be redelivered: forget them.
+            await purge_processed(session, before=now - INBOX_KEEP)
         async with self._sessions() as session:
             known = await list_regions(session)
             links = await list_links(session)
