@@ -11,7 +11,9 @@ PostgreSQL's JIT off as the catalog sets it:
 
 - search: a 3-predicate filter + orderby, first page of 50, with its exact count;
 - count: every visible data-record (`last=0`);
-- insert: one data-record per request;
+- insert: one data-record per request, with the HTTP floor beside it: an authenticated
+  `GET /api/cloud-entry-point`, which touches no database (what HTTP, the middleware and
+  the identity token cost any request);
 - bulk insert: `--bulk-size` data-records per request (`bulk: yes`), rate in records/s.
 """
 
@@ -253,6 +255,10 @@ async def compare(
                 await connection.executemany(RAW_INSERT, rows)
             return bulk_size
 
+        async def api_floor(_: int) -> int:
+            expect(await client.get("/api/cloud-entry-point"), 200)
+            return 1
+
         paths = [
             ("search: 3-predicate filter + orderby, page of 50 + count", raw_search, api_search),
             ("count over every visible record", raw_count_all, api_count),
@@ -266,6 +272,9 @@ async def compare(
                     await measure(f"raw SQL (asyncpg), concurrency {level}", count, level, raw),
                     await measure(f"catalog HTTP API, concurrency {level}", count, level, ours),
                 ]
+                if ours is api_insert:  # what HTTP and the token cost before any SQL
+                    name = f"HTTP floor (GET cloud-entry-point), concurrency {level}"
+                    rows.append(await measure(name, count, level, api_floor))
                 print(f"{title} — {count} requests, concurrency {level}")
                 print_table(rows)
                 print()

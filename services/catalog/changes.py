@@ -148,11 +148,13 @@ def _compiled(text: str) -> sa.ColumnElement[bool]:
 
 @functools.cache
 def _watchers_query() -> sa.Select[tuple[Any]]:
-    """Every data-set and subscription, built once: a write is too cheap to build it again."""
-    collection = catalog_resources.c.collection
-    return sa.select(catalog_resources.c.document).where(
-        sa.or_(*(collection == name for name in sorted(WATCHER_COLLECTIONS)))
-    )
+    """Every data-set and subscription, built once: a write is too cheap to build it again.
+
+    The collections are written as literals, not bound: PostgreSQL may plan a prepared
+    statement once for any value (a generic plan), and for `collection = $1` that is a scan of
+    the whole table, where `collection IN ('data-set', 'subscription')` reads an index."""
+    names = (sa.literal_column(f"'{name}'") for name in sorted(WATCHER_COLLECTIONS))
+    return sa.select(catalog_resources.c.document).where(catalog_resources.c.collection.in_(names))
 
 
 async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
