@@ -15,7 +15,6 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.api import gateway_api_router, jwks_router
 from gateway.authn import Authenticator
-from gateway.coalesce import CoalescingMiddleware
 from gateway.credentials import bootstrap_admin
 from gateway.errors import install_gateway_error_handlers
 from gateway.identity import IdentityTokens
@@ -179,9 +178,6 @@ def create_app(
     )
     install_gateway_error_handlers(app)
     _add_edge_middleware(app, settings, per_ip)
-    # Outermost of all, outside Starlette's own error middleware: it needs the server's `send`.
-    build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: CoalescingMiddleware(build_stack())  # type: ignore[method-assign]
     app.state.forward_to_route = forward_to_route
 
     async def merged_openapi(request: Request) -> Response:

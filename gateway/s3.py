@@ -20,13 +20,13 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from gateway.coalesce import CoalescingMiddleware
 from gateway.errors import GatewayTimeout
 from gateway.limits import LimitsMiddleware, RateLimiter
 from gateway.upstreams import Upstream
 from servicekit.errors import ExtractError, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from servicekit.metrics import ServiceMetrics
 from servicekit.middleware.access_log import AccessLogMiddleware
+from servicekit.middleware.coalesce import CoalescingMiddleware
 from servicekit.middleware.metrics import MetricsMiddleware
 from servicekit.middleware.request_id import RequestIdMiddleware
 from servicekit.wire_errors import WireError, WireFormat, render_error

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from servicekit.health import ReadinessChecks, health_router
 from servicekit.metrics import ServiceMetrics, metrics_router
 from servicekit.middleware.access_log import AccessLogMiddleware
+from servicekit.middleware.coalesce import CoalescingMiddleware
 from servicekit.middleware.metrics import MetricsMiddleware
 from servicekit.middleware.request_id import RequestIdMiddleware
 from servicekit.settings import ServiceSettings
@@ -87,4 +88,7 @@ def create_service_app(
     app.add_middleware(AccessLogMiddleware, quiet_paths=_PROBE_PATHS)
     setup_tracing(app, name, exporter=span_exporter)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost, outside Starlette's own error middleware too: head and body in one write.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: CoalescingMiddleware(build_stack())  # type: ignore[method-assign]
     return app
