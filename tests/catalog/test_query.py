@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.catalog
@@ -224,6 +225,21 @@ async def test_rewriting_an_acl_recomputes_viewers(session: AsyncSession) -> Non
     await put_resource(session, document)
     assert "n1" not in names(await query(session, BOB))
     assert "n1" in names(await query(session, ALICE))
+
+
+async def test_a_search_on_postgresql_plans_for_its_values_without_jit(
+    session: AsyncSession,
+) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's plan cache and JIT")
+    await query(session, filter_text="size=2")
+    settings = await session.execute(
+        sa.text("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
+    )
+    assert settings.one() == ("force_custom_plan", "off")
+    await session.commit()  # SET LOCAL: the next transaction has the server's settings
+    default = await session.execute(sa.text("SELECT current_setting('plan_cache_mode')"))
+    assert default.scalar_one() == "auto"
 
 
 async def test_put_resources_inserts_and_replaces_several_at_once(session: AsyncSession) -> None:
