@@ -227,19 +227,24 @@ async def test_rewriting_an_acl_recomputes_viewers(session: AsyncSession) -> Non
     assert "n1" in names(await query(session, ALICE))
 
 
+@pytest.mark.postgres
 async def test_a_search_on_postgresql_plans_for_its_values_without_jit(
-    session: AsyncSession,
+    pg_database_url: str,
 ) -> None:
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's plan cache and JIT")
-    await query(session, filter_text="size=2")
-    settings = await session.execute(
-        sa.text("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
-    )
-    assert settings.one() == ("force_custom_plan", "off")
-    await session.commit()  # SET LOCAL: the next transaction has the server's settings
-    default = await session.execute(sa.text("SELECT current_setting('plan_cache_mode')"))
-    assert default.scalar_one() == "auto"
+    await migrate_service_database(pg_database_url, MIGRATIONS, "catalog_alembic_version")
+    engine = create_engine(pg_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            await query(session, filter_text="size=2")
+            settings = await session.execute(
+                sa.text("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
+            )
+            assert settings.one() == ("force_custom_plan", "off")
+            await session.commit()  # SET LOCAL: the next transaction has the server's settings
+            default = await session.execute(sa.text("SELECT current_setting('plan_cache_mode')"))
+            assert default.scalar_one() == "auto"
+    finally:
+        await engine.dispose()
 
 
 async def test_put_resources_inserts_and_replaces_several_at_once(session: AsyncSession) -> None:
