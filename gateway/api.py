@@ -1,7 +1,8 @@
-"""The gateway's own Nuvla resources: `session` (login/logout) and api-key `credential`s.
+"""The gateway's own Nuvla resources: `session` (login/logout), and `credential`s of subtype
+api-key and s3-key (a SkyStore key pair made by the locator, recorded here without its secret).
 
-Everything else under /api/ belongs to the catalog; a credential request that is not about an
-API key made here is forwarded to it unchanged.
+Everything else under /api/ belongs to the catalog; a credential request that is not about a
+credential made here is forwarded to it unchanged.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,17 +20,21 @@ from fastapi.responses import JSONResponse
 from gateway.authn import Caller
 from gateway.credentials import (
     GENERATE_API_KEY,
+    GENERATE_S3_KEY,
+    ApiKey,
     authenticate_api_key,
     authenticate_password,
     credential_document,
     delete_api_key,
     generate_api_key,
     get_api_key,
+    record_s3_key,
 )
 from gateway.session_search import SessionSearch
 from gateway.sessions import SESSION_COOKIE, LoginSession
 from gateway.signing import register_device_key
-from servicekit.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from gateway.skystore_keys import SkyStoreKeys
+from servicekit.errors import ExtractError, InvalidInput, NotFound, PayloadTooLarge, Unauthorized
 from servicekit.security import ANONYMOUS_CLAIM
 
 __all__ = ["gateway_api_router", "jwks_router"]
@@ -110,6 +116,50 @@ def _own_session(caller: Caller, session_id: str) -> LoginSession:
     if login is None or login.id != session_id:
         raise NotFound(f"{session_id} not found", detail={"resource-id": session_id})
     return login
+
+
+async def _generate_s3_key(
+    request: Request, template: dict[str, Any], body: dict[str, Any]
+) -> Response:
+    """Ask the locator for a key pair for the caller, then record it; a pair whose record could
+    not be written is revoked again, so no key lives without its credential."""
+    caller = await _caller(request)
+    if caller.identity.principal == ANONYMOUS_CLAIM:
+        raise Unauthorized("log in first: an S3 key is created for the logged-in user")
+    keys: SkyStoreKeys = request.app.state.skystore_keys
+    pair = await keys.create(caller.identity.principal)
+    try:
+        async with request.app.state.database.begin() as session:
+            credential = await record_s3_key(
+                session=session,
+                caller=caller.identity,
+                access_key=pair.key_id,
+                template=template,
+                body=body,
+            )
+    except BaseException:
+        with suppress(ExtractError):  # the record's failure is the one to report
+            await keys.revoke(pair.key_id)
+        raise
+    return JSONResponse(
+        _nuvla(
+            201,
+            f"created {credential.id}",
+            credential.id,
+            **{"access-key": pair.key_id, "secret-key": pair.secret},
+        ),
+        status_code=201,
+        headers={"Location": f"/api/{credential.id}"},
+    )
+
+
+async def _delete_credential(request: Request, credential: ApiKey, caller: Caller) -> None:
+    async with request.app.state.database.begin() as session:
+        await delete_api_key(session=session, key=credential, caller=caller.identity)
+        if credential.access_key is not None:
+            # Revoked inside the transaction: a locator that fails rolls the deletion back,
+            # so the owner still sees the key and can try again.
+            await request.app.state.skystore_keys.revoke(credential.access_key)
 
 
 def gateway_api_router() -> APIRouter:
@@ -197,7 +247,10 @@ def gateway_api_router() -> APIRouter:
     async def add_credential(request: Request) -> Response:
         body = await _json_body(request)
         template = body.get("template")
-        if not (isinstance(template, dict) and template.get("href") == GENERATE_API_KEY):
+        href = template.get("href") if isinstance(template, dict) else None
+        if href == GENERATE_S3_KEY:
+            return await _generate_s3_key(request, template, body)
+        if href != GENERATE_API_KEY:
             return await _forward(request)
         caller = await _caller(request)
         async with request.app.state.database.begin() as session:
@@ -211,17 +264,17 @@ def gateway_api_router() -> APIRouter:
         )
 
     @router.api_route("/credential/{uuid}", methods=["GET", "DELETE"], include_in_schema=False)
-    async def api_key(uuid: str, request: Request) -> Response:
-        async with request.app.state.database.begin() as session:
+    async def credential(uuid: str, request: Request) -> Response:
+        async with request.app.state.database() as session:
             key = await get_api_key(session=session, key_id=f"credential/{uuid}")
-            if key is None:
-                return await _forward(request)
-            caller = await _caller(request)
-            if caller.identity.principal == ANONYMOUS_CLAIM:
-                raise Unauthorized("log in to see or delete API keys")
-            if request.method == "GET":
-                return JSONResponse(credential_document(key, caller.identity))
-            await delete_api_key(session=session, key=key, caller=caller.identity)
+        if key is None:
+            return await _forward(request)
+        caller = await _caller(request)
+        if caller.identity.principal == ANONYMOUS_CLAIM:
+            raise Unauthorized("log in to see or delete credentials")
+        if request.method == "GET":
+            return JSONResponse(credential_document(key, caller.identity))
+        await _delete_credential(request, key, caller)
         return JSONResponse(_nuvla(200, f"{key.id} deleted", key.id))
 
     @router.post("/device-key", summary="register a device's P-256 signing key")

@@ -27,6 +27,7 @@ from gateway.s3 import S3Listener, s3_app
 from gateway.sessions import SESSION_COOKIE, SessionStore
 from gateway.settings import GatewaySettings
 from gateway.signing import DeviceSignatures, ResponseSigner
+from gateway.skystore_keys import SkyStoreKeys
 from gateway.upstreams import Upstream, Upstreams
 from servicekit.app import create_service_app
 from servicekit.db import create_engine, database_check, session_factory
@@ -135,6 +136,12 @@ def create_app(
         app.state.signer = signer
         upstreams = Upstreams.from_settings(settings, transport)
         app.state.upstreams = upstreams
+        app.state.skystore_keys = SkyStoreKeys(
+            settings.locator_url,
+            settings.locator_token_location(),
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            transport=transport,
+        )
         app.state.proxy = ReverseProxy(
             upstreams,
             tokens,
@@ -158,6 +165,7 @@ def create_app(
             if s3_listener is not None:
                 await s3_listener.stop()
             await upstreams.close()
+            await app.state.skystore_keys.aclose()
             await engine.dispose()
 
     async def forward_to_route(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""Users, groups and API-key credentials: who may log in, with what, as whom."""
+"""Users, groups and credentials: API keys (who may log in, with what, as whom) and the records
+of SkyStore S3 keys made for users (the key id only; the locator holds the secret)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,23 @@ from servicekit.security.identity import check_principal
 
 __all__ = [
     "GENERATE_API_KEY",
+    "GENERATE_S3_KEY",
     "ApiKey",
     "authenticate_api_key",
     "authenticate_password",
     "bootstrap_admin",
+    "check_owner",
     "credential_document",
     "delete_api_key",
     "ensure_user",
     "generate_api_key",
     "get_api_key",
+    "record_s3_key",
 ]
 
 GENERATE_API_KEY = "credential-template/generate-api-key"
+GENERATE_S3_KEY = "credential-template/generate-s3-key"
+API_KEY, S3_KEY = "api-key", "s3-key"
 ADMIN_USER = "user/admin"
 
 
@@ -44,6 +50,8 @@ class ApiKey:
     description: str | None
     created: datetime
     expiry: datetime | None
+    subtype: str = API_KEY
+    access_key: str | None = None  # s3-key: the SkyStore key id
 
 
 def _bad_login() -> Unauthorized:
@@ -97,7 +105,7 @@ async def authenticate_api_key(*, session: AsyncSession, key: str, secret: str) 
                 credentials.c.claims,
                 credentials.c.secret_hash,
                 credentials.c.expiry,
-            ).where(credentials.c.id == key)
+            ).where(credentials.c.id == key, credentials.c.subtype == API_KEY)
         )
     ).first()
     if not await verify_secret(secret, row.secret_hash if row else None) or row is None:
@@ -107,8 +115,8 @@ async def authenticate_api_key(*, session: AsyncSession, key: str, secret: str) 
     return Identity(row.owner, frozenset(row.claims))
 
 
-def _optional_text(template: dict[str, Any], name: str) -> str | None:
-    value = template.get(name)
+def _optional_text(document: dict[str, Any], name: str) -> str | None:
+    value = document.get(name)
     if value is not None and not isinstance(value, str):
         raise InvalidInput(f"template.{name} must be a string")
     return value
@@ -161,35 +169,84 @@ async def get_api_key(*, session: AsyncSession, key_id: str) -> ApiKey | None:
                 credentials.c.description,
                 credentials.c.created,
                 credentials.c.expiry,
+                credentials.c.subtype,
+                credentials.c.access_key,
             ).where(credentials.c.id == key_id)
         )
     ).first()
     if row is None:
         return None
     return ApiKey(
-        row.id, row.owner, tuple(row.claims), row.name, row.description, row.created, row.expiry
+        row.id,
+        row.owner,
+        tuple(row.claims),
+        row.name,
+        row.description,
+        row.created,
+        row.expiry,
+        row.subtype,
+        row.access_key,
     )
 
 
-def _check_owner(key: ApiKey, caller: Identity) -> None:
+async def record_s3_key(
+    *,
+    session: AsyncSession,
+    caller: Identity,
+    access_key: str,
+    template: dict[str, Any],
+    body: dict[str, Any],
+) -> ApiKey:
+    """The credential recording SkyStore key `access_key`, made for `caller`; no secret kept."""
+    named = {**body, **{k: template[k] for k in ("name", "description") if k in template}}
+    key = ApiKey(
+        id=f"credential/{uuid.uuid4()}",
+        owner=caller.principal,
+        claims=(caller.principal,),  # SkyStore knows the principal only, not its groups
+        name=_optional_text(named, "name"),
+        description=_optional_text(named, "description"),
+        created=utc_now(),
+        expiry=None,
+        subtype=S3_KEY,
+        access_key=access_key,
+    )
+    await session.execute(
+        credentials.insert().values(
+            id=key.id,
+            owner=key.owner,
+            claims=list(key.claims),
+            secret_hash=None,
+            subtype=S3_KEY,
+            access_key=access_key,
+            name=key.name,
+            description=key.description,
+            created=key.created,
+            expiry=None,
+        )
+    )
+    return key
+
+
+def check_owner(key: ApiKey, caller: Identity) -> None:
     if key.owner != caller.principal and not caller.is_admin:
         # Not 403: whether someone else's key exists is not the caller's business.
         raise NotFound(f"{key.id} not found", detail={"resource-id": key.id})
 
 
 async def delete_api_key(*, session: AsyncSession, key: ApiKey, caller: Identity) -> None:
-    _check_owner(key, caller)
+    check_owner(key, caller)
     await session.execute(credentials.delete().where(credentials.c.id == key.id))
 
 
 def credential_document(key: ApiKey, caller: Identity) -> dict[str, Any]:
-    """The Nuvla `credential` resource (subtype api-key) as its owner or an admin sees it."""
-    _check_owner(key, caller)
+    """The Nuvla `credential` resource (subtype api-key or s3-key) as its owner or an admin
+    sees it; never with a secret."""
+    check_owner(key, caller)
     document: dict[str, Any] = {
         "id": key.id,
         "resource-type": "credential",
-        "subtype": "api-key",
-        "method": "generate-api-key",
+        "subtype": key.subtype,
+        "method": f"generate-{key.subtype}",
         "claims": {"identity": key.owner, "roles": " ".join(key.claims)},
         "created": key.created.isoformat(),
         "updated": key.created.isoformat(),
@@ -202,4 +259,6 @@ def credential_document(key: ApiKey, caller: Identity) -> dict[str, Any]:
         document["description"] = key.description
     if key.expiry is not None:
         document["expiry"] = key.expiry.isoformat()
+    if key.access_key is not None:
+        document["access-key"] = key.access_key
     return document

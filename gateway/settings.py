@@ -36,6 +36,14 @@ class GatewaySettings(ServiceSettings):
     semantic_url: str = Field("http://127.0.0.1:8106", description="semantic twin")
     scheduler_url: str = Field("http://127.0.0.1:8103", description="scheduler")
     staging_url: str = Field("http://127.0.0.1:8104", description="staging")
+    locator_url: str = Field(
+        "",
+        description="SkyStore locator's internal API, where S3 key credentials are made; "
+        "empty = credential-template/generate-s3-key answers 503 (not configured)",
+    )
+    locator_token: str = Field(
+        "", description="file of the locator's bearer token; default keys/skystore-internal.token"
+    )
     static_dir: str = Field(
         "", description="directory served at /app/; empty = clients/mobile when it exists"
     )
@@ -97,6 +105,9 @@ class GatewaySettings(ServiceSettings):
 
     def signing_key_location(self) -> Path:
         return Path(self.signing_key or extract_home() / "keys" / "gateway-sign.key.pem")
+
+    def locator_token_location(self) -> Path:
+        return Path(self.locator_token or extract_home() / "keys" / "skystore-internal.token")
 
     def tls_files(self) -> tuple[Path, Path]:
         """The certificate and key to serve: the configured ones, else the local stack's."""

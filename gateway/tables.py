@@ -1,4 +1,4 @@
-"""The gateway's own tables: users, API-key credentials, sessions, device keys, used nonces."""
+"""The gateway's own tables: users, credentials (API and S3 keys), sessions, device keys, nonces."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ credentials = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),  # credential/<uuid>
     sa.Column("owner", sa.Text, nullable=False),  # the principal the key logs in as
     sa.Column("claims", sa.JSON, nullable=False),
-    sa.Column("secret_hash", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.Text, nullable=True),  # api-key only
+    sa.Column("subtype", sa.Text, nullable=False, server_default="api-key"),  # or s3-key
+    sa.Column("access_key", sa.Text, nullable=True),  # s3-key: the SkyStore key id
     sa.Column("name", sa.Text, nullable=True),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("expiry", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("access_key", name="uq_gateway_credentials_access_key"),
 )
 
 sessions = sa.Table(

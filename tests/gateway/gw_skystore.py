@@ -1,5 +1,6 @@
 """A real SkyStore behind the gateway's S3 port: the locator and one proxy (region local:edge)
-over the harness's SeaweedFS, with one access key for user/alice."""
+over the harness's SeaweedFS, with one access key for user/alice. The proxy caches access keys
+for KEY_CACHE_SECONDS, so a revoked key stops working within that."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from servicekit.infra.seaweed import S3Endpoint
 from servicekit.testing import ServiceProcess
 
 REGION = "local:edge"
+KEY_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,15 @@ class SkyStore:
     proxy: ServiceProcess
     key_id: str
     secret: str
+    locator: ServiceProcess
+    token_file: Path
+
+    def locator_get(self, path: str) -> httpx.Response:
+        """GET on the locator's internal API, with its token."""
+        token = self.token_file.read_text().strip()
+        return httpx.get(
+            f"{self.locator.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +83,7 @@ def skystore(
                 "EXTRACT_SKYSTORE_PROXY_PORT": str(proxy_port),
                 "EXTRACT_SKYSTORE_PROXY_REGION": REGION,
                 "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": locator.url,
+                "EXTRACT_SKYSTORE_PROXY_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
             },
             port=proxy_port,
         )
@@ -85,4 +98,4 @@ def skystore(
         )
         response.raise_for_status()
         key = response.json()
-        yield SkyStore(proxy, key["key_id"], key["secret"])
+        yield SkyStore(proxy, key["key_id"], key["secret"], locator, root / "token")

@@ -90,6 +90,34 @@ async def test_access_key_secret_is_encrypted_at_rest(locator: httpx.AsyncClient
     assert unknown.json()["code"] == "InvalidAccessKeyId"
 
 
+async def test_a_deleted_access_key_is_gone_and_deleting_it_again_is_404(
+    locator: httpx.AsyncClient,
+) -> None:
+    kept = (await locator.post("/access-keys", json={"principal": "user/alice"})).json()
+    revoked = (await locator.post("/access-keys", json={"principal": "user/alice"})).json()
+    deleted = await locator.delete(f"/access-keys/{revoked['key_id']}")
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    gone = await locator.get(f"/access-keys/{revoked['key_id']}")
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "InvalidAccessKeyId"
+    again = await locator.delete(f"/access-keys/{revoked['key_id']}")
+    assert again.status_code == 404
+    assert again.json()["code"] == "InvalidAccessKeyId"
+    assert (await locator.get(f"/access-keys/{kept['key_id']}")).json() == kept
+
+
+async def test_deleting_an_access_key_needs_the_internal_token(
+    locator: httpx.AsyncClient,
+) -> None:
+    created = (await locator.post("/access-keys", json={"principal": "user/alice"})).json()
+    refused = await locator.delete(
+        f"/access-keys/{created['key_id']}", headers={"Authorization": "Bearer wrong"}
+    )
+    assert refused.status_code == 401
+    assert (await locator.get(f"/access-keys/{created['key_id']}")).status_code == 200
+
+
 async def test_stale_upload_is_rolled_back_and_its_bytes_removed(
     locator: httpx.AsyncClient, physical: Callable[[str], Any], clock: Clock
 ) -> None:

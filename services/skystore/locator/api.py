@@ -116,6 +116,11 @@ def locator_router() -> APIRouter:
                 session, key_id=key_id, secrets_box=request.app.state.secrets_box
             )
 
+    @router.delete("/access-keys/{key_id}", status_code=204)
+    async def delete_key(key_id: str, request: Request) -> None:
+        async with _write(request) as session:
+            await registry.delete_access_key(session, key_id=key_id)
+
     @router.get("/buckets")
     async def get_buckets(request: Request, owner: str | None = None) -> list[Bucket]:
         async with _read(request) as session:

@@ -15,6 +15,7 @@ from services.skystore.tables import access_keys, region_links, regions
 
 __all__ = [
     "create_access_key",
+    "delete_access_key",
     "get_access_key",
     "list_links",
     "list_regions",
@@ -121,3 +122,14 @@ async def get_access_key(
     return AccessKey(
         key_id=row.key_id, principal=row.principal, secret=secrets_box.decrypt(row.secret)
     )
+
+
+async def delete_access_key(session: AsyncSession, *, key_id: str) -> None:
+    """Revoke the key: proxies refuse it once their cached copy expires (KEY_CACHE_SECONDS)."""
+    deleted = await session.execute(sa.delete(access_keys).where(access_keys.c.key_id == key_id))
+    if deleted.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(
+            f"access key {key_id!r} does not exist",
+            code="InvalidAccessKeyId",
+            detail={"AWSAccessKeyId": key_id},
+        )

@@ -1,4 +1,8 @@
-"""Access keys as the proxy sees them: fetched from the locator, cached for a short while."""
+"""Access keys as the proxy sees them: fetched from the locator, cached for a short while.
+
+An entry is fetched again once it is `ttl` seconds old (KEY_CACHE_SECONDS), so a key revoked
+at the locator (`DELETE /access-keys/{id}`) is refused by every proxy within that time.
+"""
 
 from __future__ import annotations
 
