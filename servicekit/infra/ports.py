@@ -33,6 +33,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port found in {candidates.start}-{candidates.stop}")
 
 
+def hand_out(ports: list[int]) -> None:
+    """Record ports chosen by other means, so free_port() in this process never returns them."""
+    _handed_out.update(ports)
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from servicekit.infra.binaries import find_binary
-from servicekit.infra.ports import ephemeral_range, port_is_free
+from servicekit.infra.ports import ephemeral_range, hand_out, port_is_free
 from servicekit.infra.process import ManagedProcess
 
 
@@ -52,6 +52,7 @@ class SeaweedPorts:
             base = random.randrange(20000, max(top, 20001))
             ports = SeaweedPorts.from_base(base).all()
             if max(ports) < 65536 and all(port_is_free(port, host) for port in ports):
+                hand_out(ports)
                 return base
         raise RuntimeError(f"no free SeaweedFS port base between 20000 and {top}")
 

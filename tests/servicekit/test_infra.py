@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 import uuid
@@ -22,7 +23,9 @@ from servicekit.infra import (
     port_is_free,
 )
 from servicekit.infra.nats import jetstream_answers
+from servicekit.infra.ports import ephemeral_range
 from servicekit.infra.process import StartError, pid_alive
+from servicekit.infra.seaweed import SeaweedPorts
 from servicekit.testing.sources import run_sync, scratch_dir
 
 
@@ -66,6 +69,19 @@ def test_s3_region_refuses_wrong_secret(s3_endpoint: S3Endpoint) -> None:
     with pytest.raises(ClientError) as refused:
         s3_client(wrong).list_buckets()
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_free_port_never_returns_a_port_of_a_chosen_seaweed_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = SeaweedPorts.from_base(SeaweedPorts.free_base()).all()
+    assert max(taken) < ephemeral_range()[0]
+    real_choice = random.choice
+    offered = iter([taken[4], taken[0]])  # a gRPC twin, then the master port
+    monkeypatch.setattr(
+        random, "choice", lambda candidates: next(offered, None) or real_choice(candidates)
+    )
+    assert free_port() not in taken
 
 
 def test_managed_process_reports_log_tail_when_it_dies(tmp_path: Path) -> None:
