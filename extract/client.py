@@ -140,6 +140,13 @@ class Client:
         created = self._call("POST", "credential", json={"template": template}).json()
         return created["key"], created["secret"]
 
+    def create_s3_key(self, **fields: Any) -> tuple[str, str, str]:
+        """A new SkyStore S3 key pair of the logged-in user: (credential id, access key, secret
+        key); the secret is shown once, and deleting the credential revokes the pair."""
+        template = {"href": "credential-template/generate-s3-key", **fields}
+        created = self._call("POST", "credential", json={"template": template}).json()
+        return created["resource-id"], created["access-key"], created["secret-key"]
+
     # --- resources -------------------------------------------------------------------------
 
     def search(

@@ -176,6 +176,8 @@ def skystore_proxy_part(name: str, region: str, default_port: int) -> Part:
                 "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
                 "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": f"http://127.0.0.1:{ports['skystore']}",
                 "EXTRACT_SKYSTORE_PROXY_IDENTITY_JWKS": str(home.keys / "identity.jwks.json"),
+                # A key revoked through the gateway stops working within this many seconds.
+                "EXTRACT_SKYSTORE_PROXY_KEY_CACHE_SECONDS": "5",
             },
             pid_path=home.pid_path(name),
         )
@@ -228,6 +230,8 @@ def gateway_part(default_port: int) -> Part:
             "EXTRACT_GATEWAY_TLS_CERT": str(home.tls / "localhost.pem"),
             "EXTRACT_GATEWAY_TLS_KEY": str(home.tls / "localhost.key.pem"),
             "EXTRACT_GATEWAY_ADMIN_PASSWORD": password_file.read_text().strip(),
+            # S3 keys are issued through the gateway's credential store, by the locator.
+            "EXTRACT_GATEWAY_LOCATOR_URL": f"http://127.0.0.1:{ports['skystore']}",
         }
         for upstream, part in _GATEWAY_UPSTREAMS.items():
             target = f"http://127.0.0.1:{ports[part]}" if part in ports else ""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from stack_runner import run
 
 from extract.client import ApiError, Client, IntegrityError
@@ -156,3 +158,35 @@ def test_cli_put_search_and_get(
 
     refused = run(["search", "data-object"], {**env, "EXTRACT_API_SECRET": "wrong"})
     assert refused.returncode == 1 and "error" in refused.stderr
+
+
+def test_s3_keys_from_the_gateway_work_on_its_s3_port_until_revoked(
+    client: Client, shared_stack: Stack
+) -> None:
+    home, env = shared_stack
+    credential, access, secret = client.create_s3_key(name="laptop")
+    assert "secret-key" not in client.get(credential)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"https://localhost:{int(env['EXTRACT_GATEWAY_PORT']) + 1}",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        verify=str(home / "tls" / "ca.pem"),
+    )
+    s3.create_bucket(Bucket="sdk-key-test")
+    s3.put_object(Bucket="sdk-key-test", Key="k", Body=b"v")
+    assert s3.get_object(Bucket="sdk-key-test", Key="k")["Body"].read() == b"v"
+    client.delete(credential)
+
+    def refused() -> bool:
+        try:
+            s3.list_objects_v2(Bucket="sdk-key-test")
+        except ClientError as error:
+            return error.response["Error"]["Code"] == "InvalidAccessKeyId"
+        return False
+
+    deadline = time.monotonic() + 20  # the proxies cache keys for 5 s in the local stack
+    while not refused():
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.5)
