@@ -21,14 +21,14 @@ from services.skystore.proxy.conditions import parse_range
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.handlers.objects import (
     copy_source,
+    new_upload,
     replicate,
     roll_back,
-    user_metadata,
     write_regions,
 )
 from services.skystore.proxy.s3api import S3Request
 from services.skystore.proxy.xml import iso, parse_complete_multipart, xml_response
-from services.skystore.schemas import Locator, ObjectInfo, UploadComplete, UploadStart
+from services.skystore.schemas import Locator, ObjectInfo, UploadComplete
 
 __all__ = [
     "abort_multipart_upload",
@@ -55,18 +55,7 @@ async def create_multipart_upload(
 ) -> Response:
     bucket = await proxy.bucket(s3.bucket, caller, write=True)
     regions = write_regions(proxy, bucket)
-    started = await proxy.locator.start_upload(
-        UploadStart(
-            bucket=s3.bucket,
-            key=s3.key,
-            owner=caller.principal,
-            regions=regions,
-            base_region=regions[0],
-            content_type=s3.headers.get("content-type") or "binary/octet-stream",
-            metadata=user_metadata(s3),
-            multipart=True,
-        )
-    )
+    started = await proxy.locator.start_upload(new_upload(s3, caller, regions, multipart=True))
     primary = next(c for c in started.locators if c.region == regions[0])
     try:
         created = await proxy.regions.client(primary.region).create_multipart_upload(

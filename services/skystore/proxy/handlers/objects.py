@@ -109,21 +109,29 @@ def write_regions(proxy: Proxy, bucket: Bucket) -> list[str]:
     return policy(bucket.policy).write_regions(bucket, proxy.region)
 
 
+def new_upload(s3: S3Request, caller: Caller, regions: list[str], **fields: object) -> UploadStart:
+    """The start of an upload of `s3`'s key by `caller` to `regions` (the first is the base),
+    with the request's content type and user metadata unless `fields` say otherwise."""
+    described = {
+        "content_type": s3.headers.get("content-type") or "binary/octet-stream",
+        "metadata": user_metadata(s3),
+        **fields,
+    }
+    return UploadStart(
+        bucket=s3.bucket,
+        key=s3.key,
+        owner=caller.principal,
+        regions=regions,
+        base_region=regions[0],
+        **described,
+    )
+
+
 async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
     bucket = await proxy.bucket(s3.bucket, caller, write=True)
     regions = write_regions(proxy, bucket)
     payload = Payload(request.stream(), s3, caller.signed, caller.signing_key)
-    started = await proxy.locator.start_upload(
-        UploadStart(
-            bucket=s3.bucket,
-            key=s3.key,
-            owner=caller.principal,
-            regions=regions,
-            base_region=regions[0],
-            content_type=s3.headers.get("content-type") or "binary/octet-stream",
-            metadata=user_metadata(s3),
-        )
-    )
+    started = await proxy.locator.start_upload(new_upload(s3, caller, regions))
     try:
         await _store(proxy, started, payload, regions)
         payload.check()
@@ -249,18 +257,12 @@ async def copy_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Requ
             code="InvalidRequest",
         )
     regions = write_regions(proxy, bucket)
-    started = await proxy.locator.start_upload(
-        UploadStart(
-            bucket=s3.bucket,
-            key=s3.key,
-            owner=caller.principal,
-            regions=regions,
-            base_region=regions[0],
-            content_type=(s3.headers.get("content-type") if replace else None)
-            or source.content_type,
-            metadata=user_metadata(s3) if replace else source.metadata,
-        )
+    described = (
+        {"content_type": s3.headers.get("content-type") or source.content_type}
+        if replace
+        else {"content_type": source.content_type, "metadata": source.metadata}
     )
+    started = await proxy.locator.start_upload(new_upload(s3, caller, regions, **described))
     targets = {c.region: c for c in started.locators}
     try:
         for region in regions:
