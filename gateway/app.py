@@ -21,6 +21,7 @@ from gateway.identity import IdentityTokens
 from gateway.limits import LimitsMiddleware, RateLimiter, SecurityHeadersMiddleware
 from gateway.oidc import OidcVerifier
 from gateway.openapi import MergedOpenAPI
+from gateway.proxied_paths import ProxiedPaths
 from gateway.proxy import ReverseProxy
 from gateway.routes import DEFAULT_ROUTES, Route, RoutingTable
 from gateway.s3 import S3Listener, s3_app
@@ -31,7 +32,7 @@ from gateway.skystore_keys import SkyStoreKeys
 from gateway.upstreams import Upstream, Upstreams
 from servicekit.app import create_service_app
 from servicekit.db import create_engine, database_check, session_factory
-from servicekit.errors import NotFound, ServiceUnavailable
+from servicekit.errors import MethodNotAllowed, NotFound, ServiceUnavailable
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ANONYMOUS_CLAIM, load_or_create_signing_key
 from servicekit.serve import tls_context
@@ -41,8 +42,8 @@ __all__ = ["MIGRATIONS", "VERSION_TABLE", "create_app"]
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "gateway_alembic_version"
 MOBILE_CLIENT = Path(__file__).resolve().parent.parent / "clients" / "mobile"
+PROXIED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 S3_HINT = "; S3 clients use the gateway's S3 port (EXTRACT_GATEWAY_S3_PORT) with unprefixed paths"
-PROXIED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _upstream_ready(upstream: Upstream):  # type: ignore[no-untyped-def]
@@ -169,10 +170,18 @@ def create_app(
             await engine.dispose()
 
     async def forward_to_route(request: Request) -> Response:
-        route = table.match(request.url.path)
+        path = request.scope["path"]
+        if request.method not in PROXIED_METHODS:
+            raise MethodNotAllowed(
+                f"{request.method} is not proxied; use one of {', '.join(sorted(PROXIED_METHODS))}",
+                headers={"Allow": ", ".join(sorted(PROXIED_METHODS))},
+            )
+        route = table.match(path)
         if route is None:
-            hint = S3_HINT if request.url.path.startswith("/s3/") else ""
-            raise NotFound(f"no route for {request.url.path}{hint}")
+            hint = S3_HINT if path.startswith("/s3/") else ""
+            raise NotFound(f"no route for {path}{hint}")
+        # Metrics, logs and spans name the route; the gateway's own handlers keep theirs.
+        request.scope.setdefault("route", route)
         caller = await request.app.state.authenticator.caller(request)
         if caller.identity.principal != ANONYMOUS_CLAIM:  # anonymous callers: per IP only
             per_principal.check(caller.identity.principal)
@@ -199,7 +208,8 @@ def create_app(
     static = Path(settings.static_dir) if settings.static_dir else MOBILE_CLIENT
     if static.is_dir():
         app.mount("/app", StaticFiles(directory=static, html=True), name="app")
-    app.router.add_route(
-        "/{path:path}", forward_to_route, methods=PROXIED_METHODS, include_in_schema=False
+    # Innermost: what the gateway's own routes do not claim is proxied, past FastAPI's router.
+    app.user_middleware.append(
+        Middleware(ProxiedPaths, own_routes=app.router.routes, forward=forward_to_route)
     )
     return app

@@ -26,6 +26,11 @@ class Route:
     max_body: int = 16 * MiB
     critical: bool = False
 
+    @property
+    def path_format(self) -> str:
+        """The template naming this route in metrics, logs and spans (as Starlette's routes)."""
+        return f"{self.prefix}{{path:path}}"
+
     def matches(self, path: str) -> bool:
         if self.prefix.endswith("/"):
             return path.startswith(self.prefix) or path == self.prefix.rstrip("/")
