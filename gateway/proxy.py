@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import Request, Response
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
@@ -25,6 +24,7 @@ from gateway.upstreams import Upstream, Upstreams
 from servicekit.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from servicekit.middleware.request_id import current_request_id
 from servicekit.security import Identity
+from servicekit.tracing import inject_trace_headers
 
 __all__ = ["IDEMPOTENT_METHODS", "ReverseProxy"]
 
@@ -55,8 +55,6 @@ _SET_BY_GATEWAY = frozenset(
         "tracestate",
     }
 )
-# W3C trace context of the gateway's own span, so upstream spans are its children.
-_TRACE_CONTEXT = TraceContextTextMapPropagator()
 _SET_BY_SERVER = frozenset({"server", "date"})
 _UPSTREAM_DOWN_STATUSES = frozenset({502, 503, 504})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -196,14 +194,8 @@ class ReverseProxy:
             ("x-forwarded-host", request.headers.get("host", "")),
             ("authorization", f"Bearer {self.tokens.token_for(identity)}"),
         ]
-        carrier: dict[str, str] = {}
-        _TRACE_CONTEXT.inject(carrier)
-        if not carrier and "traceparent" in request.headers:
-            # No span of ours is recording: pass the caller's context on unchanged.
-            carrier = {
-                k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers
-            }
-        headers += list(carrier.items())
+        # The gateway's request span, or the caller's context when no exporter is configured.
+        headers += inject_trace_headers({}).items()
         if (request_id := current_request_id()) and "x-request-id" not in request.headers:
             headers.append(("x-request-id", request_id))
         return headers

@@ -2,7 +2,8 @@
 
 The exporter comes from the standard variables: OTEL_TRACES_EXPORTER (`none` by default,
 `otlp` for OTLP/HTTP honouring OTEL_EXPORTER_OTLP_*, `console`; a comma list for several) and
-OTEL_SERVICE_NAME, which overrides the service's own name.
+OTEL_SERVICE_NAME, which overrides the service's own name. With no exporter no request span is
+made (it would be dropped unseen); the caller's `traceparent` is still carried through.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -76,14 +77,19 @@ def setup_tracing(
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: name}), shutdown_on_exit=False
     )
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        for env_exporter in exporters_from_env():
-            provider.add_span_processor(BatchSpanProcessor(env_exporter))
+    processors = (
+        [SimpleSpanProcessor(exporter)]
+        if exporter is not None
+        else [BatchSpanProcessor(env_exporter) for env_exporter in exporters_from_env()]
+    )
+    for processor in processors:
+        provider.add_span_processor(processor)
     tracing = Tracing(provider=provider, tracer=provider.get_tracer("servicekit"))
     app.state.tracing = tracing
-    app.add_middleware(TracingMiddleware, tracer=tracing.tracer)
+    if processors:
+        app.add_middleware(TracingMiddleware, tracer=tracing.tracer)
+    else:
+        app.add_middleware(TraceContextMiddleware)
     return tracing
 
 
@@ -145,3 +151,30 @@ class TracingMiddleware:
                 span.set_attribute("http.response.status_code", response.status)
                 if response.status >= 500:
                     span.set_status(StatusCode.ERROR)
+
+
+class TraceContextMiddleware:
+    """Without an exporter: the caller's trace context, when it sent one, becomes the current
+    one (no span of ours), so log lines carry its trace id and outgoing calls continue it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # ASGI header names are lowercase.
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in (b"traceparent", b"tracestate")
+        }
+        if "traceparent" not in carrier:
+            await self.app(scope, receive, send)
+            return
+        token = context.attach(_PROPAGATOR.extract(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)

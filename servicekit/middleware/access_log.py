@@ -35,22 +35,30 @@ class AccessLogMiddleware:
             await self.app(scope, receive, response)
         finally:
             path = scope["path"]
-            client = scope.get("client")
             level = logging.DEBUG if path in self.quiet_paths else logging.INFO
-            # The query string stays out: presigned URLs carry credentials in it.
-            logger.log(
-                level,
-                "%s %s %s",
-                scope["method"],
-                path,
-                response.status,
-                extra={
-                    "method": scope["method"],
-                    "path": path,
-                    "route": route_template(scope, root_path) or UNMATCHED,
-                    "status": response.status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "bytes": response.bytes_out,
-                    "client": f"{client[0]}:{client[1]}" if client else None,
-                },
-            )
+            if logger.isEnabledFor(level):  # a line nobody reads is not built
+                self._log(level, scope, root_path, response, time.perf_counter() - started)
+
+    @staticmethod
+    def _log(
+        level: int, scope: Scope, root_path: str, response: ResponseRecorder, seconds: float
+    ) -> None:
+        path = scope["path"]
+        client = scope.get("client")
+        # The query string stays out: presigned URLs carry credentials in it.
+        logger.log(
+            level,
+            "%s %s %s",
+            scope["method"],
+            path,
+            response.status,
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "route": route_template(scope, root_path) or UNMATCHED,
+                "status": response.status,
+                "duration_ms": round(seconds * 1000, 3),
+                "bytes": response.bytes_out,
+                "client": f"{client[0]}:{client[1]}" if client else None,
+            },
+        )

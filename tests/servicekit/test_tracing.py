@@ -198,3 +198,40 @@ async def test_each_app_exports_only_its_own_spans() -> None:
         await second.get("/hazards/h2")
         await second.get("/hazards/h3")
     assert (len(first_spans.get_finished_spans()), len(second_spans.get_finished_spans())) == (1, 2)
+
+
+def _no_exporter_service(monkeypatch: pytest.MonkeyPatch) -> FastAPI:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    return service()
+
+
+async def test_without_an_exporter_no_request_span_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with app_client(_no_exporter_service(monkeypatch)) as client:
+        response = await client.get("/outgoing")
+    assert response.json() == {}
+
+
+async def test_without_an_exporter_outgoing_calls_continue_the_caller_s_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with app_client(_no_exporter_service(monkeypatch)) as client:
+        response = await client.get(
+            "/outgoing", headers={"traceparent": TRACEPARENT, "tracestate": "vendor=1"}
+        )
+    assert response.json() == {"traceparent": TRACEPARENT, "tracestate": "vendor=1"}
+
+
+async def test_without_an_exporter_the_caller_s_trace_id_is_on_the_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="servicekit.access")
+    caplog.handler.setFormatter(JsonFormatter("twin"))
+    async with app_client(_no_exporter_service(monkeypatch)) as client:
+        await client.get("/hazards/h1", headers={"traceparent": TRACEPARENT})
+        await client.get("/hazards/h2")
+    lines = [json.loads(text) for text in caplog.text.splitlines()]
+    first, second = [line for line in lines if line["logger"] == "servicekit.access"]
+    assert first["trace_id"] == TRACE_ID
+    assert "trace_id" not in second
