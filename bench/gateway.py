@@ -2,11 +2,12 @@
 
     python -m bench.gateway [--requests 2000] [--concurrency 1,16,64]
 
-Starts the catalog, `python -m gateway` (TLS, local CA, ECDSA P-256) in front of it, and
-NGINX from the Debian package (`apt-get install nginx-light`) configured as a TLS reverse
-proxy to the same catalog with the same certificate, suites and one worker; without an
-`nginx` binary every table says "NGINX ABSENT" (nothing is skipped silently). Every path is
-driven by the same httpx client, with keep-alive and with a new TLS connection per request,
+Starts the catalog, `python -m gateway` (TLS, local CA, ECDSA P-256; one uvicorn process) in
+front of it, and NGINX configured as a TLS reverse proxy to the same catalog with the same
+certificate, suites and one worker process. NGINX is the one on PATH, else the Debian package
+fetched without root into `.venv-tools/nginx/` (`apt-get download nginx` + `dpkg-deb -x`, once);
+when neither works every table says "NGINX ABSENT" (nothing is skipped silently). Every path
+is driven by the same httpx client, with keep-alive and with a new TLS connection per request,
 at each concurrency. Also measures the cost of signing one critical response (detached JWS ES256).
 """
 
@@ -42,10 +43,13 @@ from servicekit.testing import ServiceProcess
 
 PATH = "/api/cloud-entry-point"
 NGINX_ABSENT = (
-    "NGINX ABSENT: no nginx binary on PATH or at /usr/sbin/nginx "
-    "(apt-get install -y nginx-light); the NGINX rows and the gateway-vs-NGINX ratios "
-    "are NOT measured in this run"
+    "NGINX ABSENT: no nginx on PATH or at /usr/sbin/nginx, and none could be fetched into "
+    ".venv-tools/nginx (apt-get download nginx; see the reason above); the NGINX rows and the "
+    "gateway-vs-NGINX ratios are NOT measured in this run"
 )
+NGINX_TOOLS = Path(__file__).resolve().parent.parent / ".venv-tools" / "nginx"
+# Debian 12's nginx-light is a metapackage; the binary is in nginx (older releases: -light).
+NGINX_PACKAGES = ("nginx", "nginx-light")
 NGINX_CONF = """
 worker_processes 1;
 pid {root}/nginx.pid;
@@ -105,11 +109,52 @@ async def drive(
         return time.perf_counter() - start, latencies
 
 
-@contextmanager
-def nginx(root: Path, upstream: int, cert: Path, key: Path) -> Iterator[int | None]:
+def _fetch_nginx() -> None:
+    """Unpack the first of NGINX_PACKAGES that holds the binary into NGINX_TOOLS (no root)."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        print("nginx: apt-get/dpkg-deb not found; cannot fetch the package", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory(prefix="nginx-deb-") as temp:
+        for package in NGINX_PACKAGES:
+            fetched = subprocess.run(
+                ["apt-get", "download", package], cwd=temp, capture_output=True, text=True
+            )
+            debs = list(Path(temp).glob(f"{package}_*.deb"))
+            if fetched.returncode != 0 or not debs:
+                print(
+                    f"nginx: apt-get download {package} failed: {fetched.stderr.strip()}",
+                    file=sys.stderr,
+                )
+                continue
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(NGINX_TOOLS)], check=True)
+            if (NGINX_TOOLS / "usr" / "sbin" / "nginx").exists():
+                return
+
+
+def nginx_binary() -> str | None:
+    """nginx on PATH, else the one unpacked into NGINX_TOOLS (fetched on first use), if it runs."""
     binary = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
+    if binary is None:
+        unpacked = NGINX_TOOLS / "usr" / "sbin" / "nginx"
+        if not unpacked.exists():
+            _fetch_nginx()
+        binary = str(unpacked) if unpacked.exists() else None
+    if binary is None:
+        return None
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True)
+    if version.returncode != 0:
+        # Typically a shared library the unpacked package needs is not installed.
+        print(f"nginx: {binary} does not run: {version.stderr.strip()}", file=sys.stderr)
+        return None
+    print(f"NGINX: {binary} ({version.stderr.strip()}), worker_processes 1")
+    return binary
+
+
+@contextmanager
+def nginx(root: Path, upstream: int, cert: Path, key: Path) -> Iterator[int | None]:
+    binary = nginx_binary()
     if binary is None:
         print(NGINX_ABSENT, file=sys.stderr)
         yield None
@@ -128,7 +173,11 @@ def nginx(root: Path, upstream: int, cert: Path, key: Path) -> Iterator[int | No
             ciphers=":".join(MODERN_TLS12_CIPHERS),
         )
     )
-    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(root), "-g", "daemon off;"])
+    # -e: nginx opens its compiled-in error log (/var/log/nginx) before reading the config.
+    error_log, prefix = str(root / "nginx-error.log"), str(root)
+    process = subprocess.Popen(
+        [binary, "-e", error_log, "-c", str(conf), "-p", prefix, "-g", "daemon off;"]
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -217,6 +266,10 @@ def main() -> None:
         )
         catalog.start(timeout=60)
         gateway.start(timeout=60)
+        print(
+            "gateway: python -m gateway, one uvicorn process (uvloop, httptools), "
+            "rate limits off, log level warning; catalog: one uvicorn process, SQLite"
+        )
         try:
             with nginx(root / "nginx", catalog.port, cert, key) as nginx_port:
                 # Directly and through NGINX (which authenticates no one), the caller brings the
