@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -29,7 +30,7 @@ from gateway.sessions import SESSION_COOKIE, SessionStore
 from gateway.settings import GatewaySettings
 from gateway.signing import DeviceSignatures, ResponseSigner
 from gateway.skystore_keys import SkyStoreKeys
-from gateway.upstreams import Upstream, Upstreams
+from gateway.upstreams import PoolFactory, Upstream, UpstreamFailure, Upstreams
 from servicekit.app import create_service_app
 from servicekit.db import create_engine, database_check, session_factory
 from servicekit.errors import MethodNotAllowed, NotFound, ServiceUnavailable
@@ -49,11 +50,11 @@ S3_HINT = "; S3 clients use the gateway's S3 port (EXTRACT_GATEWAY_S3_PORT) with
 def _upstream_ready(upstream: Upstream):  # type: ignore[no-untyped-def]
     async def check() -> None:
         try:
-            response = await upstream.client.get(f"{upstream.url}/readyz", timeout=2.0)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"{upstream.url}: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise ServiceUnavailable(f"{upstream.url}/readyz answered {response.status_code}")
+            status, _ = await upstream.status_of("/readyz", within=2.0)
+        except UpstreamFailure as exc:
+            raise ServiceUnavailable(f"{upstream.url}: {type(exc).__name__}: {exc}") from None
+        if status != 200:
+            raise ServiceUnavailable(f"{upstream.url}/readyz answered {status}")
 
     return check
 
@@ -107,9 +108,9 @@ def create_app(
     settings: GatewaySettings,
     *,
     routes: Iterable[Route] = DEFAULT_ROUTES,
-    transport: httpx.AsyncBaseTransport | None = None,
+    pool: PoolFactory = aiohttp.TCPConnector,
 ) -> FastAPI:
-    """The gateway; `transport` replaces the network under every upstream client (tests)."""
+    """The gateway; `pool` makes each upstream's connection pool (tests inject failures)."""
     table = RoutingTable(routes)
     per_ip = RateLimiter(settings.rate_per_ip, settings.burst_per_ip, what="client address")
     per_principal = RateLimiter(
@@ -135,13 +136,12 @@ def create_app(
         )
         signer = ResponseSigner(load_or_create_signing_key(settings.signing_key_location()))
         app.state.signer = signer
-        upstreams = Upstreams.from_settings(settings, transport)
+        upstreams = Upstreams.from_settings(settings, pool)
         app.state.upstreams = upstreams
         app.state.skystore_keys = SkyStoreKeys(
             settings.locator_url,
             settings.locator_token_location(),
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            transport=transport,
         )
         app.state.proxy = ReverseProxy(
             upstreams,

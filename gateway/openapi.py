@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from gateway.routes import RoutingTable
-from gateway.upstreams import Upstream, Upstreams
+from gateway.upstreams import Upstream, UpstreamFailure, Upstreams
 
 __all__ = ["MergedOpenAPI"]
 
@@ -80,9 +79,9 @@ class MergedOpenAPI:
 
     async def _fetch(self, upstream: Upstream) -> dict[str, Any] | None:
         try:
-            response = await upstream.client.get(f"{upstream.url}/openapi.json", timeout=5.0)
-            document = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            status, body = await upstream.status_of("/openapi.json", within=5.0)
+            document = json.loads(body) if status == 200 else None
+        except (UpstreamFailure, ValueError):
             return None
         return document if isinstance(document, dict) else None
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-import httpx
+from aiohttp import ClientError, ClientResponse
 from fastapi import Request, Response
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
@@ -20,7 +20,13 @@ from gateway.signing import (
     DeviceSignatures,
     ResponseSigner,
 )
-from gateway.upstreams import Upstream, Upstreams
+from gateway.upstreams import (
+    Upstream,
+    UpstreamFailure,
+    Upstreams,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from servicekit.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from servicekit.middleware.request_id import current_request_id
 from servicekit.security import Identity
@@ -63,7 +69,7 @@ _MAX_SIGNED_RESPONSE = 8 * 1024 * 1024
 _SMALL_BODY = 64 * 1024
 
 
-def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[str]:
+def _connection_listed(headers: Sequence[tuple[bytes, bytes]]) -> set[str]:
     """Header names a `Connection` header declares hop-by-hop for this message."""
     listed: set[str] = set()
     for name, value in headers:
@@ -113,18 +119,14 @@ class ReverseProxy:
         if route.critical:
             return await self._forward_critical(request, route, upstream, path, headers)
         body = _capped(request.stream(), route.max_body) if has_body else None
-        outgoing = upstream.request(
-            request.method, path, request.scope.get("query_string", b""), headers, body
-        )
-        response = await self._send(upstream, outgoing, retriable=_retriable(request, has_body))
+        query = request.scope.get("query_string", b"")
+        retriable = _retriable(request, has_body)
+        response = await self._send(upstream, request.method, path, query, headers, body, retriable)
         if _small(response):
             # Read at once: one plain response, no streaming machinery, the upstream
             # connection back in its pool before the client is answered.
-            try:
-                content = await _read_capped(response, _SMALL_BODY)
-            finally:
-                await response.aclose()
-            small = Response(content, status_code=response.status_code)
+            content = await _read_capped(response, _SMALL_BODY)
+            small = Response(content, status_code=response.status)
             small.raw_headers = _response_headers(response)
             return small
         return _streaming_response(response, upstream.name)
@@ -157,15 +159,13 @@ class ReverseProxy:
         # Signed as sent: no content coding between the signature and the bytes it covers.
         headers = [(n, v) for n, v in headers if n != "accept-encoding"]
         headers.append(("accept-encoding", "identity"))
-        outgoing = upstream.request(
-            request.method, path, request.scope.get("query_string", b""), headers, body or None
+        query = request.scope.get("query_string", b"")
+        retriable = request.method != "POST"
+        response = await self._send(
+            upstream, request.method, path, query, headers, body or None, retriable
         )
-        response = await self._send(upstream, outgoing, retriable=request.method != "POST")
-        try:
-            content = await _read_capped(response, _MAX_SIGNED_RESPONSE)
-        finally:
-            await response.aclose()
-        signed = Response(content, status_code=response.status_code)
+        content = await _read_capped(response, _MAX_SIGNED_RESPONSE)
+        signed = Response(content, status_code=response.status)
         signed.raw_headers = [
             *_response_headers(response, extra_drop={"content-length"}),
             (b"content-length", str(len(content)).encode()),
@@ -206,8 +206,15 @@ class ReverseProxy:
         return "; ".join(c for c in kept if c)
 
     async def _send(
-        self, upstream: Upstream, outgoing: httpx.Request, *, retriable: bool
-    ) -> httpx.Response:
+        self,
+        upstream: Upstream,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[str, str]],
+        body: AsyncIterator[bytes] | bytes | None,
+        retriable: bool,
+    ) -> ClientResponse:
         attempt = 0
         while True:
             if not upstream.breaker.allow():
@@ -218,33 +225,33 @@ class ReverseProxy:
                     headers={"Retry-After": str(retry_after)},
                 )
             try:
-                response = await upstream.send(outgoing)
+                response = await upstream.send(method, path, query, headers, body)
             except _BodyTooLarge as exc:
                 upstream.breaker.success()
                 raise PayloadTooLarge(str(exc)) from None
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except UpstreamUnreachable as exc:
                 upstream.breaker.failure()
                 if retriable and attempt < self.retries:
                     attempt += 1
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 raise UpstreamError(
-                    f"the {upstream.name} service cannot be reached: {type(exc).__name__}",
+                    f"the {upstream.name} service cannot be reached: {exc}",
                     detail={"upstream": upstream.name},
                 ) from None
-            except httpx.TimeoutException:
+            except UpstreamTimeout:
                 upstream.breaker.failure()
                 raise GatewayTimeout(
                     f"the {upstream.name} service did not answer in time",
                     detail={"upstream": upstream.name},
                 ) from None
-            except httpx.HTTPError as exc:
+            except UpstreamFailure as exc:
                 upstream.breaker.failure()
                 raise UpstreamError(
-                    f"the {upstream.name} service failed: {type(exc).__name__}: {exc}",
+                    f"the {upstream.name} service failed: {exc}",
                     detail={"upstream": upstream.name},
                 ) from None
-            if response.status_code in _UPSTREAM_DOWN_STATUSES:
+            if response.status in _UPSTREAM_DOWN_STATUSES:
                 upstream.breaker.failure()
             else:
                 upstream.breaker.success()
@@ -279,11 +286,11 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
             yield chunk
 
 
-async def _relay(response: httpx.Response, upstream: str) -> AsyncIterator[bytes]:
+async def _relay(response: ClientResponse, upstream: str) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             yield chunk
-    except httpx.HTTPError as exc:
+    except (ClientError, TimeoutError) as exc:
         # Headers are out: all that is left is to cut the connection, so the client sees a
         # truncated body rather than a complete-looking one.
         logger.warning("%s response broke off: %s: %s", upstream, type(exc).__name__, exc)
@@ -291,35 +298,49 @@ async def _relay(response: httpx.Response, upstream: str) -> AsyncIterator[bytes
 
 
 def _response_headers(
-    response: httpx.Response, extra_drop: frozenset[str] | set[str] = frozenset()
+    response: ClientResponse, extra_drop: frozenset[str] | set[str] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
-    raw = response.headers.raw
+    raw = response.raw_headers
     drop = _HOP_BY_HOP | _SET_BY_SERVER | _connection_listed(raw) | extra_drop
     return [(n.lower(), v) for n, v in raw if n.decode("latin-1").lower() not in drop]
 
 
-def _small(response: httpx.Response) -> bool:
+def _small(response: ClientResponse) -> bool:
     length = response.headers.get("content-length")
     return length is not None and length.isdigit() and int(length) <= _SMALL_BODY
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+async def _read_capped(response: ClientResponse, limit: int) -> bytes:
     content = bytearray()
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             content += chunk
             if len(content) > limit:
                 raise UpstreamError(f"the upstream response exceeds the {limit} bytes read at once")
-    except httpx.HTTPError as exc:
+    except (ClientError, TimeoutError) as exc:
         raise UpstreamError(f"upstream response broke off: {type(exc).__name__}") from None
+    finally:
+        _finish(response)
     return bytes(content)
 
 
-def _streaming_response(response: httpx.Response, upstream: str) -> StreamingResponse:
+def _finish(response: ClientResponse) -> None:
+    """The connection back to its pool when the body was read to its end, else closed."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+async def _finished(response: ClientResponse) -> None:
+    _finish(response)  # on the event loop: a sync background task would run in a thread
+
+
+def _streaming_response(response: ClientResponse, upstream: str) -> StreamingResponse:
     streaming = StreamingResponse(
         _relay(response, upstream),
-        status_code=response.status_code,
-        background=BackgroundTask(response.aclose),
+        status_code=response.status,
+        background=BackgroundTask(_finished, response),
     )
     streaming.raw_headers = _response_headers(response)
     return streaming

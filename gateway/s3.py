@@ -12,17 +12,17 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
 import uvicorn
+from aiohttp import ClientError, ClientResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
 from gateway.errors import GatewayTimeout
 from gateway.limits import LimitsMiddleware, RateLimiter
-from gateway.upstreams import Upstream
+from gateway.upstreams import Upstream, UpstreamFailure, UpstreamTimeout
 from servicekit.errors import ExtractError, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from servicekit.metrics import ServiceMetrics
 from servicekit.middleware.access_log import AccessLogMiddleware
@@ -86,7 +86,7 @@ def _declared_size(headers: list[tuple[bytes, bytes]]) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+def _connection_listed(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     listed: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
@@ -94,7 +94,7 @@ def _connection_listed(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return listed
 
 
-def _forwarded_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _forwarded_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     drop = _HOP_BY_HOP | _connection_listed(headers)
     return [(name, value) for name, value in headers if name.lower() not in drop]
 
@@ -125,23 +125,27 @@ class S3Passthrough:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _forwarded_headers(list(response.headers.raw)),
+                    "status": response.status,
+                    "headers": _forwarded_headers(response.raw_headers),
                 }
             )
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:
+        except (ClientError, TimeoutError) as exc:
             # Headers are out: cutting the connection is all that is left, so the client sees
             # a short body rather than a complete-looking one.
             logger.warning("skystore response broke off: %s: %s", type(exc).__name__, exc)
             raise
         finally:
-            await response.aclose()
+            # Back to the pool only when read to its end (a client gone leaves it half read).
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
 
-    async def _send_upstream(self, scope: Scope, receive: Receive) -> httpx.Response:
+    async def _send_upstream(self, scope: Scope, receive: Receive) -> ClientResponse:
         upstream = self.upstream
         if upstream is None:
             raise ServiceUnavailable("no SkyStore proxy is configured behind this S3 port")
@@ -157,31 +161,31 @@ class S3Passthrough:
             for name, value in headers
         )
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        outgoing = upstream.request(
-            scope["method"],
-            raw_path.decode("latin-1"),
-            scope["query_string"],
-            _forwarded_headers(headers),
-            self._body(receive) if has_body else None,
-        )
+        forwarded = [
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in _forwarded_headers(headers)
+        ]
         if not upstream.breaker.allow():
             raise ServiceUnavailable(
                 "the SkyStore proxy is failing; its circuit breaker is open",
                 headers={"Retry-After": str(max(1, round(upstream.breaker.retry_after())))},
             )
         try:
-            response = await upstream.send(outgoing)
+            response = await upstream.send(
+                scope["method"],
+                raw_path.decode("latin-1"),
+                scope["query_string"],
+                forwarded,
+                self._body(receive) if has_body else None,
+            )
         except _BodyTooLarge as exc:
             raise PayloadTooLarge(str(exc), code="EntityTooLarge") from None
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             upstream.breaker.failure()
             raise GatewayTimeout("the SkyStore proxy did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except UpstreamFailure as exc:
             upstream.breaker.failure()
-            raise UpstreamError(
-                f"the SkyStore proxy cannot be reached: {type(exc).__name__}"
-            ) from None
-        if response.status_code in _UPSTREAM_DOWN_STATUSES:
+            raise UpstreamError(f"the SkyStore proxy cannot be reached: {exc}") from None
+        if response.status in _UPSTREAM_DOWN_STATUSES:
             upstream.breaker.failure()
         else:
             upstream.breaker.success()

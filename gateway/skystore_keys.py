@@ -36,11 +36,10 @@ class SkyStoreKeys:
         token_file: Path,
         *,
         timeout: httpx.Timeout,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._token_file = token_file
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from gw_servers import ThreadedServer, serving
@@ -17,6 +18,7 @@ from gw_upstream import Probe, upstream_app
 from gateway.app import create_app
 from gateway.routes import DEFAULT_ROUTES, Route
 from gateway.settings import GatewaySettings
+from gateway.upstreams import PoolFactory
 from servicekit.infra.ports import free_port
 from servicekit.security import LocalCA, SigningKey, client_context, server_context
 from servicekit.testing import ServiceProcess
@@ -65,14 +67,14 @@ def make_gateway(
     identity_key_file: Path,
     upstream: ThreadedServer,
 ) -> Iterator[GatewayFactory]:
-    """make_gateway(transport=None, routes=TEST_ROUTES, **settings) -> a running TLS gateway
+    """make_gateway(pool=TCPConnector, routes=TEST_ROUTES, **settings) -> a running TLS gateway
     whose `staging` upstream is the test upstream (paths /test/… and /small/…)."""
     _, cert, key = tls_files
     stack = ExitStack()
     count = 0
 
     def make(
-        transport: httpx.AsyncBaseTransport | None = None,
+        pool: PoolFactory = aiohttp.TCPConnector,
         routes: tuple[Route, ...] = TEST_ROUTES,
         **overrides: Any,
     ) -> ThreadedServer:
@@ -95,7 +97,7 @@ def make_gateway(
             **overrides,
         }
         settings = GatewaySettings(**values)
-        app = create_app(settings, routes=routes, transport=transport)
+        app = create_app(settings, routes=routes, pool=pool)
         context = server_context(cert, key)
         return stack.enter_context(serving(app, ssl_context=context))
 

@@ -6,9 +6,13 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
 from conftest import GatewayFactory
 from gw_servers import ThreadedServer, serving
 from gw_upstream import CHUNK, Probe, pattern, upstream_app
@@ -176,38 +180,38 @@ async def test_unknown_path_is_404_and_unconfigured_upstream_503(
     assert "semantic" in unconfigured.json()["detail"]
 
 
-class FlakyTransport(httpx.AsyncBaseTransport):
-    """The real network, except that the first `failures` connections fail."""
+class FlakyPool(aiohttp.TCPConnector):
+    """The real network, except that the first `failures` proxied requests cannot connect."""
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.attempts = 0
-        self._real = httpx.AsyncHTTPTransport()
+    failures = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.attempts += 1
-        if request.url.path != "/healthz" and self.failures > 0:
-            self.failures -= 1
-            raise httpx.ConnectError("injected connect failure", request=request)
-        return await self._real.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._real.aclose()
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Connection:
+        if req.url.path != "/healthz" and FlakyPool.failures > 0:
+            FlakyPool.failures -= 1
+            raise aiohttp.ClientConnectorError(
+                req.connection_key, ConnectionRefusedError(111, "injected connect failure")
+            )
+        return await super().connect(req, traces, timeout)
 
 
 async def test_idempotent_request_is_retried_after_a_connect_failure(
     make_gateway: GatewayFactory, client_of: Clients
 ) -> None:
-    transport = FlakyTransport(failures=1)
-    client = client_of(make_gateway(transport=transport, health_interval=600))
+    FlakyPool.failures = 1
+    client = client_of(make_gateway(pool=FlakyPool, health_interval=600))
     response = await client.put("/test/echo", content=b"same again")
     assert response.status_code == 200
-    assert transport.failures == 0
+    assert FlakyPool.failures == 0
 
 
 async def test_post_is_not_retried(make_gateway: GatewayFactory, client_of: Clients) -> None:
-    transport = FlakyTransport(failures=1)
-    client = client_of(make_gateway(transport=transport, health_interval=600))
+    FlakyPool.failures = 1
+    client = client_of(make_gateway(pool=FlakyPool, health_interval=600))
     response = await client.post("/test/echo", content=b"only once")
     assert response.status_code == 502
     assert response.json()["code"] == "BadGateway"
