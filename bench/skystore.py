@@ -8,6 +8,10 @@ then measures with the same boto3 client configuration on both paths: PUT and GE
 object written at the edge, read through the cloud proxy) with and without copy_on_read.
 Targets (issue 5): large-object throughput >= 0.85x direct, +p50 on 4 KiB GET <= 2 ms,
 HEAD p50 <= 2 ms.
+
+The proxies run as the local stack runs them: with NATS, so they answer HEAD and GET from object
+records held under the locator's read leases. A third proxy of the edge region without NATS
+(every HEAD and GET asks the locator) shows what the cache saves, in the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import httpx
 from botocore.config import Config
 
 from bench._stats import Result, print_table
+from servicekit.infra.nats import NatsServer
 from servicekit.infra.ports import free_port
 from servicekit.infra.seaweed import S3Endpoint
 from servicekit.testing import ServiceProcess
@@ -35,6 +40,7 @@ from servicekit.testing.sources import s3_regions
 
 KiB, MiB = 1024, 1024 * 1024
 EDGE, CLOUD = "local:edge", "local:cloud"
+NO_CACHE = "edge-no-record-cache"
 
 
 def _client(url: str, key: str, secret: str) -> Any:
@@ -70,7 +76,9 @@ def _timed(
     return Result(name, count, seconds, latencies, note)
 
 
-def _start_skystore(root: Path, regions: dict[str, S3Endpoint], stack: ExitStack) -> dict[str, str]:
+def _start_skystore(
+    root: Path, regions: dict[str, S3Endpoint], nats_url: str, stack: ExitStack
+) -> dict[str, str]:
     ini = root / "regions.ini"
     ini.write_text(
         "".join(
@@ -91,7 +99,8 @@ def _start_skystore(root: Path, regions: dict[str, S3Endpoint], stack: ExitStack
     (root / "regions.json").write_text(json.dumps(document))
     common = {
         "EXTRACT_HOME": str(root),
-        "EXTRACT_SKYSTORE_NATS_URL": "",
+        "EXTRACT_SKYSTORE_NATS_URL": nats_url,
+        "EXTRACT_SKYSTORE_PROXY_NATS_URL": nats_url,
         "EXTRACT_SKYSTORE_PROXY_LOG_LEVEL": "warning",
         "EXTRACT_SKYSTORE_LOG_LEVEL": "warning",
     }
@@ -111,9 +120,11 @@ def _start_skystore(root: Path, regions: dict[str, S3Endpoint], stack: ExitStack
     locator.start()
     stack.callback(locator.stop)
     urls = {}
-    for region in regions:
+    proxies = [(region, region, {}) for region in regions]
+    proxies.append((NO_CACHE, EDGE, {"EXTRACT_SKYSTORE_PROXY_NATS_URL": ""}))
+    for name, region, env in proxies:
         port = free_port()
-        log_dir = root / region.replace(":", "-")
+        log_dir = root / name.replace(":", "-")
         log_dir.mkdir()
         proxy = ServiceProcess(
             "services.skystore.proxy",
@@ -123,17 +134,18 @@ def _start_skystore(root: Path, regions: dict[str, S3Endpoint], stack: ExitStack
                 "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
                 "EXTRACT_SKYSTORE_PROXY_REGION": region,
                 "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": locator.url,
+                **env,
             },
             port=port,
         )
         proxy.start()
         stack.callback(proxy.stop)
-        urls[region] = proxy.url
+        urls[name] = proxy.url
     urls["locator"] = locator.url
     return urls
 
 
-def _object_rows(direct: Any, proxy: Any, size: int, count: int) -> list[Result]:
+def _object_rows(direct: Any, proxy: Any, uncached: Any, size: int, count: int) -> list[Result]:
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
     direct.create_bucket(Bucket=bucket_direct)
@@ -164,6 +176,12 @@ def _object_rows(direct: Any, proxy: Any, size: int, count: int) -> list[Result]
             lambda i: proxy.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
             volume=size,
         ),
+        _timed(
+            f"proxy  GET {label}, no record cache",
+            count,
+            lambda i: uncached.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
+            volume=size,
+        ),
     ]
     return rows
 
@@ -177,7 +195,10 @@ def main() -> None:
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-skystore-")))
         regions = stack.enter_context(s3_regions(stack))
-        urls = _start_skystore(root, regions, stack)
+        nats = NatsServer(port=free_port(), store_dir=root / "nats", log_path=root / "nats.log")
+        nats.start()
+        stack.callback(nats.stop)
+        urls = _start_skystore(root, regions, nats.url, stack)
         key = httpx.post(
             f"{urls['locator']}/access-keys",
             json={"principal": "user/bench"},
@@ -197,15 +218,16 @@ def main() -> None:
         )
         direct = _client(edge.url, edge.access_key, edge.secret_key)
         proxy = _client(urls[EDGE], key["key_id"], key["secret"])
+        uncached = _client(urls[NO_CACHE], key["key_id"], key["secret"])
         cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
         today = time.strftime("%Y-%m-%d")
         print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")
         for size, count in ((4 * KiB, args.small), (MiB, args.medium), (64 * MiB, args.large)):
-            rows = _object_rows(direct, proxy, size, count)
+            rows = _object_rows(direct, proxy, uncached, size, count)
             print()
             print_table([rows[0], rows[1]])
             print()
-            print_table([rows[2], rows[3]])
+            print_table(rows[2:])
         bucket_d, bucket_p = f"h-{uuid.uuid4().hex[:8]}", f"h-{uuid.uuid4().hex[:8]}"
         direct.create_bucket(Bucket=bucket_d)
         proxy.create_bucket(Bucket=bucket_p)
@@ -225,6 +247,11 @@ def main() -> None:
                     "proxy  HEAD",
                     n,
                     lambda i: proxy.head_object(Bucket=bucket_p, Key=f"dir/k{i % 100:03d}"),
+                ),
+                _timed(
+                    "proxy  HEAD, no record cache",
+                    n,
+                    lambda i: uncached.head_object(Bucket=bucket_p, Key=f"dir/k{i % 100:03d}"),
                 ),
                 # The one locator round trip inside every proxy HEAD and GET, on its own.
                 _timed(

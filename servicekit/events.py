@@ -258,18 +258,30 @@ async def _settle(reply: Awaitable[None]) -> None:
         log.warning("ack not delivered (the event will be redelivered): %s", exc)
 
 
-async def connect_nats(url: str, *, name: str, reconnect_wait: float = 0.5) -> Client:
-    """A client that reconnects forever (it also waits for the server on first connect)."""
+async def connect_nats(
+    url: str,
+    *,
+    name: str,
+    reconnect_wait: float = 0.5,
+    on_disconnected: Callable[[], Awaitable[None]] | None = None,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """A client that reconnects forever (it also waits for the server on first connect);
+    `on_disconnected`/`on_reconnected` run after the log line of each such change."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("NATS %s (%s): %s", url, name, exc)
 
-    async def on_disconnected() -> None:
+    async def disconnected() -> None:
         if not client.is_closed:  # closing also reports a disconnect
             log.warning("NATS %s (%s): disconnected, reconnecting", url, name)
+        if on_disconnected is not None:
+            await on_disconnected()
 
-    async def on_reconnected() -> None:
+    async def reconnected() -> None:
         log.info("NATS %s (%s): reconnected", url, name)
+        if on_reconnected is not None:
+            await on_reconnected()
 
     client = Client()
     await client.connect(
@@ -278,8 +290,8 @@ async def connect_nats(url: str, *, name: str, reconnect_wait: float = 0.5) -> C
         max_reconnect_attempts=-1,
         reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type]  # annotated int; a float works
         error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
     )
     return client
 

@@ -176,6 +176,8 @@ def skystore_proxy_part(name: str, region: str, default_port: int) -> Part:
                 "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
                 "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": f"http://127.0.0.1:{ports['skystore']}",
                 "EXTRACT_SKYSTORE_PROXY_IDENTITY_JWKS": str(home.keys / "identity.jwks.json"),
+                # The locator revokes the proxy's cached object records over the stack's NATS.
+                "EXTRACT_SKYSTORE_PROXY_NATS_URL": f"nats://127.0.0.1:{ports['nats']}",
                 # A key revoked through the gateway stops working within this many seconds.
                 "EXTRACT_SKYSTORE_PROXY_KEY_CACHE_SECONDS": "5",
             },

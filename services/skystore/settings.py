@@ -65,6 +65,17 @@ class LocatorSettings(ServiceSettings):
         "NATS need their own name",
     )
     push_workers: int = Field(2, ge=1, description="concurrent copies of the push worker")
+    lease_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="how long a proxy may answer HEAD and GET from a cached object record; a "
+        "write waits until every holder has dropped the old record (revoked over nats_url, or "
+        "the lease runs out); 0 or no nats_url = proxies cache no object records. Leases live "
+        "in one locator process: several locators on one database need 0",
+    )
+    lease_revoke_timeout: float = Field(
+        1.0, gt=0, description="seconds a write waits for a lease holder to answer a revocation"
+    )
 
     def secrets_key_location(self) -> Path:
         return (
@@ -89,3 +100,9 @@ class ProxySettings(ServiceSettings):
     key_cache_seconds: float = Field(30.0, description="how long an access key stays cached")
     presign_max_seconds: int = Field(7 * 24 * 3600, description="longest presigned URL validity")
     clock_skew_seconds: int = Field(900, description="largest accepted x-amz-date skew")
+    object_cache_entries: int = Field(
+        100_000,
+        ge=0,
+        description="object records kept under the locator's read leases (needs nats_url, on "
+        "which the locator revokes them); 0 = every HEAD and GET asks the locator",
+    )

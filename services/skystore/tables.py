@@ -10,6 +10,7 @@ __all__ = [
     "access_keys",
     "buckets",
     "key_heads",
+    "lease_horizon",
     "locators",
     "objects",
     "physical_buckets",
@@ -147,4 +148,13 @@ locators = sa.Table(
     sa.Column("last_access", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("object_id", "region"),
     sa.Index("ix_skystore_locators_status", "status"),
+)
+
+# One row: until when proxies may hold read leases granted by this locator. A locator that
+# starts before that time waits it out before acknowledging writes (see locator/leases.py).
+lease_horizon = sa.Table(
+    "skystore_lease_horizon",
+    skystore_metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("until", UTCDateTime(), nullable=False),
 )

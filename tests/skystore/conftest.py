@@ -125,6 +125,8 @@ class Stack:
                 "EXTRACT_SKYSTORE_PROXY_PORT": str(port),
                 "EXTRACT_SKYSTORE_PROXY_REGION": region,
                 "EXTRACT_SKYSTORE_PROXY_LOCATOR_URL": self.locator.url,
+                # Revocations of cached object records come over the stack's NATS, if any.
+                "EXTRACT_SKYSTORE_PROXY_NATS_URL": self.nats_url,
                 **env,
             },
             port=port,

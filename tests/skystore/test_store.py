@@ -258,9 +258,12 @@ async def test_forgetting_garbage_removes_versions_without_copies(photos: Sessio
 async def test_delete_object_unlists_it_and_leaves_garbage(photos: Sessions) -> None:
     await _put(photos, "a", "v1")
     async with photos.begin() as session:
-        litter = await store.start_delete_object(session, bucket="photos", key="a")
-        assert await store.start_delete_object(session, bucket="photos", key="a") == []
+        generation, litter = await store.start_delete_object(session, bucket="photos", key="a")
+        again = await store.start_delete_object(session, bucket="photos", key="a")
     assert len(litter) == 1
+    # Each delete is ordered after the write it removes, and after the delete before it.
+    assert again == (generation + 1, [])
+    assert generation == 2
     async with photos() as session:
         with pytest.raises(NotFound) as missing:
             await store.get_object(session, bucket="photos", key="a")

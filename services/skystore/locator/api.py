@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.errors import Unauthorized
+from services.skystore.leases_wire import LEASE_HEADER
 from services.skystore.locator import listing, reaper, registry, replicas, store
+from services.skystore.locator.leases import Leases
 from services.skystore.schemas import (
     AccessKey,
     Bucket,
@@ -75,6 +77,10 @@ def _write(request: Request) -> AsyncContextManager[AsyncSession]:
 
 def _now(request: Request) -> datetime:
     return request.app.state.clock()
+
+
+def _leases(request: Request) -> Leases:
+    return request.app.state.leases
 
 
 def locator_router() -> APIRouter:
@@ -184,15 +190,22 @@ def locator_router() -> APIRouter:
             )
 
     @router.get("/buckets/{name}/objects/{key:path}", response_model=ObjectInfo)
-    async def get_object(name: str, key: str, request: Request) -> Response:
+    async def get_object(
+        name: str, key: str, request: Request, holder: str | None = None
+    ) -> Response:
         # The lookup behind every proxy GET and HEAD: serialised once, not validated again.
+        # The lease is registered before the read, so a write committed after it revokes it.
+        lease = _leases(request).grant(holder, name, key)
         info = await request.app.state.object_lookup.get(name, key)
-        return Response(info.model_dump_json(), media_type="application/json")
+        headers = {LEASE_HEADER: lease.header()} if lease else None
+        return Response(info.model_dump_json(), media_type="application/json", headers=headers)
 
     @router.delete("/buckets/{name}/objects/{key:path}")
     async def delete_object(name: str, key: str, request: Request) -> list[Garbage]:
         async with _write(request) as session:
-            return await store.start_delete_object(session, bucket=name, key=key)
+            generation, garbage = await store.start_delete_object(session, bucket=name, key=key)
+        await _leases(request).revoke(name, key, generation)
+        return garbage
 
     @router.get("/buckets/{name}/multipart")
     async def list_uploads(name: str, request: Request, prefix: str = "") -> list[ObjectInfo]:
@@ -220,11 +233,24 @@ def locator_router() -> APIRouter:
             )
 
     @router.post("/uploads/{object_id}/complete")
-    async def complete_upload(object_id: int, body: UploadComplete, request: Request) -> Committed:
+    async def complete_upload(
+        object_id: int,
+        body: UploadComplete,
+        request: Request,
+        response: Response,
+        holder: str | None = None,
+    ) -> Committed:
         async with _write(request) as session:
-            return await store.complete_upload(
+            committed = await store.complete_upload(
                 session, object_id=object_id, done=body, now=_now(request)
             )
+        written, leases = committed.object, _leases(request)
+        # Acknowledged only once no proxy can answer from the version this one replaced.
+        await leases.revoke(written.bucket, written.key, written.generation or 0)
+        lease = leases.grant_written(holder, written.bucket, written.key, written.generation)
+        if lease:
+            response.headers[LEASE_HEADER] = lease.header()
+        return committed
 
     @router.post("/uploads/{object_id}/abort")
     async def abort_upload(object_id: int, request: Request) -> list[Garbage]:

@@ -18,10 +18,12 @@ from servicekit.security.secretbox import SecretBox
 from services.skystore.locator import registry
 from services.skystore.locator.api import locator_router
 from services.skystore.locator.collector import Collector
+from services.skystore.locator.leases import LeaseHorizon, Leases
 from services.skystore.locator.lookup import ObjectLookup
 from services.skystore.locator.messaging import EventRelay, Subscription
 from services.skystore.locator.push import CREATED, PushWorker
 from services.skystore.locator.replication import Replicator
+from services.skystore.locator.revoker import NatsRevoker
 from services.skystore.schemas import Link, Region
 from services.skystore.secrets_files import load_or_create_token
 from services.skystore.settings import LocatorSettings, internal_token_location
@@ -76,6 +78,13 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
             internal_token_location(settings.internal_token)
         )
         app.state.readiness.add("database", database_check(engine))
+        revoker = NatsRevoker(settings.nats_url, timeout=settings.lease_revoke_timeout)
+        lease_seconds = settings.lease_seconds if settings.nats_url else 0.0
+        leases = Leases(lease_seconds, revoker, LeaseHorizon(app.state.sessions))
+        await leases.start()
+        app.state.leases = leases
+        if lease_seconds > 0:
+            revoker.start()
         if settings.regions_file:
             await _register_regions(app, settings.regions_file)
         if settings.admin_credentials:
@@ -108,6 +117,8 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
             yield
         finally:
             await events.stop()
+            await revoker.stop()
+            await leases.stop()
             await pusher.stop()
             await collector.stop()
             app.state.object_lookup.close()

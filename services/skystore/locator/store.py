@@ -591,14 +591,17 @@ def garbage_of(row: sa.Row[Any]) -> Garbage:
     )
 
 
-async def start_delete_object(session: AsyncSession, *, bucket: str, key: str) -> list[Garbage]:
-    """DeleteObject: the key stops being listed now; its copies are garbage to remove.
+async def start_delete_object(
+    session: AsyncSession, *, bucket: str, key: str
+) -> tuple[int, list[Garbage]]:
+    """DeleteObject: the key stops being listed now; (the delete's generation, the copies
+    that are now garbage to remove).
 
     Deleting a missing key is no error (S3 answers 204); it still takes a generation, so a
     delete is ordered against concurrent writes like any commit.
     """
     found = await get_bucket(session, bucket)
-    await _next_generation(session, found.id, key)
+    generation = await _next_generation(session, found.id, key)
     result = await session.execute(
         sa.select(objects.c.id).where(
             objects.c.bucket_id == found.id, objects.c.key == key, objects.c.status == State.READY
@@ -606,9 +609,9 @@ async def start_delete_object(session: AsyncSession, *, bucket: str, key: str) -
     )
     ids = list(result.scalars())
     if not ids:
-        return []
+        return generation, []
     await events.announce(session, "deleted", bucket=bucket, key=key)
-    return await _retire(session, ids)
+    return generation, await _retire(session, ids)
 
 
 async def list_uploads(

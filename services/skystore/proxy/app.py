@@ -4,6 +4,7 @@ then handed to the handler of its operation."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,9 @@ from services.skystore.proxy.conditions import NotModified
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.handlers import buckets, listing, multipart, objects, subresources
 from services.skystore.proxy.keys import KeyCache
+from services.skystore.proxy.lease_listener import LeaseListener
 from services.skystore.proxy.locator_client import LocatorClient
+from services.skystore.proxy.object_cache import ObjectCache
 from services.skystore.proxy.regions import Regions
 from services.skystore.proxy.s3api import Op, S3Request, parse_request
 from services.skystore.proxy.unread_body import CloseOnUnreadBody
@@ -116,8 +119,23 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                     ["source", "served"],
                     registry=app.state.metrics.registry,
                 )
-                app.state.proxy = Proxy(settings, locator, regions, clock, bytes_read)
-                yield
+                records_served = Counter(
+                    "skystore_object_records",
+                    "Object records used by HEAD, GET and friends, by source (cache, locator)",
+                    ["source"],
+                    registry=app.state.metrics.registry,
+                )
+                cache = ObjectCache(uuid.uuid4().hex, settings.object_cache_entries)
+                listener = LeaseListener(settings.nats_url, cache)
+                if settings.nats_url and settings.object_cache_entries > 0:
+                    listener.start()
+                app.state.proxy = Proxy(
+                    settings, locator, regions, clock, bytes_read, cache, records_served
+                )
+                try:
+                    yield
+                finally:
+                    await listener.stop()
         finally:
             await locator.aclose()
 

@@ -17,6 +17,7 @@ from servicekit.errors import ExtractError, ServiceUnavailable
 from services.skystore.policies import choose_read
 from services.skystore.proxy.auth import Caller, authorise
 from services.skystore.proxy.locator_client import LocatorClient
+from services.skystore.proxy.object_cache import ObjectCache
 from services.skystore.proxy.regions import Regions
 from services.skystore.schemas import Bucket, Garbage, Locator, ObjectInfo, UploadComplete
 from services.skystore.settings import ProxySettings
@@ -33,6 +34,8 @@ class Proxy:
     regions: Regions
     clock: Callable[[], datetime]
     bytes_read: Counter
+    cache: ObjectCache
+    records_served: Counter  # object records used, by source: cache or locator
     # Bucket records for authorisation, kept briefly: owners never change, and every write or
     # read is checked against the locator's own view of the bucket anyway.
     bucket_ttl: float = 2.0
@@ -60,6 +63,18 @@ class Proxy:
             self._buckets[name] = cached
         authorise(cached[1], caller, write=write)
         return cached[1]
+
+    async def object(self, bucket: str, key: str, *, cached: bool = True) -> ObjectInfo:
+        """The object's record: from the cache under a live lease when `cached`, else (and
+        then kept, when the locator grants a lease) from the locator."""
+        if cached and (info := self.cache.get(bucket, key)) is not None:
+            self.records_served.labels(source="cache").inc()
+            return info
+        asked_at = self.cache.clock()
+        info, lease = await self.locator.object(bucket, key, holder=self.cache.asking)
+        self.records_served.labels(source="locator").inc()
+        self.cache.keep(info, lease, asked_at)
+        return info
 
     def note_read(self, copy: Locator) -> None:
         """Restart the copy's TTL, off the request's path: a lost touch only evicts earlier."""
@@ -91,7 +106,11 @@ class Proxy:
 
     async def commit(self, object_id: int, done: UploadComplete) -> ObjectInfo:
         """Complete a write and remove the copies of the version it replaced."""
-        committed = await self.locator.complete_upload(object_id, done)
+        asked_at = self.cache.clock()
+        committed, lease = await self.locator.complete_upload(
+            object_id, done, holder=self.cache.asking
+        )
+        self.cache.keep(committed.object, lease, asked_at)
         await self.remove(committed.retired)
         return committed.object
 

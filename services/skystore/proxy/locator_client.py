@@ -20,6 +20,7 @@ from servicekit.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from services.skystore.leases_wire import LEASE_HEADER, Lease
 from services.skystore.schemas import (
     AccessKey,
     Bucket,
@@ -95,6 +96,30 @@ class LocatorClient:
         if self._session is not None:
             await self._session.close()
 
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: BaseModel | dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[bytes, Lease | None]:
+        """(the answer's body, the lease it grants); errors raised as servicekit errors."""
+        payload = json.model_dump(mode="json") if isinstance(json, BaseModel) else json
+        # The path is escaped already (see _path): yarl must not unquote and normalise it.
+        url = URL(self._base + path, encoded=True)
+        if params:
+            url = url.update_query({k: str(v) for k, v in params.items()})
+        try:
+            async with self._http().request(method, url, json=payload) as response:
+                status, content = response.status, await response.read()
+                lease = Lease.from_header(response.headers.get(LEASE_HEADER))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
+        if status >= 400:
+            raise _error(status, content)
+        return content, lease
+
     async def _call(
         self,
         method: str,
@@ -104,21 +129,8 @@ class LocatorClient:
         json: BaseModel | dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        payload = json.model_dump(mode="json") if isinstance(json, BaseModel) else json
-        # The path is escaped already (see _path): yarl must not unquote and normalise it.
-        url = URL(self._base + path, encoded=True)
-        if params:
-            url = url.update_query({k: str(v) for k, v in params.items()})
-        try:
-            async with self._http().request(method, url, json=payload) as response:
-                status, content = response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
-        if status >= 400:
-            raise _error(status, content)
-        if into is None:
-            return None
-        return _adapter(into).validate_json(content)
+        content, _ = await self._exchange(method, path, json=json, params=params)
+        return None if into is None else _adapter(into).validate_json(content)
 
     async def regions(self) -> list[Region]:
         return await self._call("GET", "/regions", list[Region])
@@ -154,8 +166,14 @@ class LocatorClient:
     async def list_objects(self, bucket: str, **params: Any) -> ListPage:
         return await self._call("GET", f"/buckets/{bucket}/list", ListPage, params=params)
 
-    async def object(self, bucket: str, key: str) -> ObjectInfo:
-        return await self._call("GET", f"/buckets/{bucket}/objects/{_path(key)}", ObjectInfo)
+    async def object(
+        self, bucket: str, key: str, *, holder: str | None = None
+    ) -> tuple[ObjectInfo, Lease | None]:
+        """The object's record, and a lease on it when `holder` asks for one."""
+        params = {"holder": holder} if holder else None
+        path = f"/buckets/{bucket}/objects/{_path(key)}"
+        content, lease = await self._exchange("GET", path, params=params)
+        return ObjectInfo.model_validate_json(content), lease
 
     async def delete_object(self, bucket: str, key: str) -> list[Garbage]:
         return await self._call("DELETE", f"/buckets/{bucket}/objects/{_path(key)}", list[Garbage])
@@ -176,8 +194,14 @@ class LocatorClient:
         body = {"region": region, "physical_upload_id": upload_id}
         await self._call("PUT", f"/uploads/{object_id}/physical", None, json=body)
 
-    async def complete_upload(self, object_id: int, done: UploadComplete) -> Committed:
-        return await self._call("POST", f"/uploads/{object_id}/complete", Committed, json=done)
+    async def complete_upload(
+        self, object_id: int, done: UploadComplete, *, holder: str | None = None
+    ) -> tuple[Committed, Lease | None]:
+        """The committed write, and a lease on its record when `holder` asks for one."""
+        params = {"holder": holder} if holder else None
+        path = f"/uploads/{object_id}/complete"
+        content, lease = await self._exchange("POST", path, json=done, params=params)
+        return Committed.model_validate_json(content), lease
 
     async def abort_upload(self, object_id: int) -> list[Garbage]:
         return await self._call("POST", f"/uploads/{object_id}/abort", list[Garbage])

@@ -143,7 +143,7 @@ async def upload_part_copy(
     _, primary = await _upload(proxy, s3, caller)
     source_bucket, source_key = copy_source(s3)
     await proxy.bucket(source_bucket, caller, write=False)
-    source = await proxy.locator.object(source_bucket, source_key)
+    source = await proxy.object(source_bucket, source_key, cached=False)
     wanted = s3.headers.get("x-amz-copy-source-range")
     chosen = parse_range(wanted, source.size or 0) if wanted else None
     range_header = f"bytes={chosen[0]}-{chosen[1]}" if chosen else None

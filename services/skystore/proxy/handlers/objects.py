@@ -145,7 +145,7 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
 
 async def readable(proxy: Proxy, s3: S3Request, caller: Caller) -> ObjectInfo:
     await proxy.bucket(s3.bucket, caller, write=False)
-    return await proxy.locator.object(s3.bucket, s3.key)
+    return await proxy.object(s3.bucket, s3.key)
 
 
 async def head_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
@@ -165,12 +165,13 @@ async def head_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Requ
 
 async def get_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
     bucket = await proxy.bucket(s3.bucket, caller, write=False)
-    info = await proxy.locator.object(s3.bucket, s3.key)
+    info = await proxy.object(s3.bucket, s3.key)
     try:
         return await _send(proxy, s3, bucket, info)
     except NotFound:
-        # The copy went away between lookup and read (an overwrite won): read the new version.
-        return await _send(proxy, s3, bucket, await proxy.locator.object(s3.bucket, s3.key))
+        # The copy went away between lookup and read (an overwrite won, or the replica read
+        # was evicted): read what the locator lists now.
+        return await _send(proxy, s3, bucket, await proxy.object(s3.bucket, s3.key, cached=False))
 
 
 async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator | None:
@@ -181,7 +182,9 @@ async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator
         return None  # another reader is copying it, or the version changed: read remotely
     try:
         await replicate(proxy, source, target)
-        return await proxy.locator.complete_replica(target.id)
+        copied = await proxy.locator.complete_replica(target.id)
+        proxy.cache.forget(info.bucket, info.key)  # the next read looks up the local copy
+        return copied
     except ExtractError:
         await proxy.remove(await proxy.locator.abort_replica(target.id))
         return None
@@ -247,7 +250,7 @@ def copy_source(s3: S3Request) -> tuple[str, str]:
 async def copy_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
     source_bucket, source_key = copy_source(s3)
     await proxy.bucket(source_bucket, caller, write=False)
-    source = await proxy.locator.object(source_bucket, source_key)
+    source = await proxy.object(source_bucket, source_key, cached=False)
     bucket = await proxy.bucket(s3.bucket, caller, write=True)
     replace = s3.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE"
     if source_bucket == s3.bucket and source_key == s3.key and not replace:

@@ -22,7 +22,7 @@ async def get_acl(proxy: Proxy, s3: S3Request, caller: Caller, request: Request)
     bucket = await proxy.bucket(s3.bucket, caller, write=False)
     owner = bucket.owner
     if s3.key:
-        owner = (await proxy.locator.object(s3.bucket, s3.key)).owner
+        owner = (await proxy.object(s3.bucket, s3.key)).owner
     who = f"<ID>{escape(owner)}</ID><DisplayName>{escape(owner)}</DisplayName>"
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<AccessControlPolicy xmlns="{NS}">'
