@@ -1,4 +1,4 @@
-"""PostgreSQL plans searches through migration 0002's indexes, on a table with enough rows."""
+"""PostgreSQL plans searches through the migrations' indexes, on a table with enough rows."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def _document(n: int) -> dict[str, Any]:
         "timestamp": f"2026-{n % 12 + 1:02d}-{n % 28 + 1:02d}T{n % 24:02d}:00:00.000Z",
         "bytes": n * 37 % 100_000,
         "state": ("ready", "new", "gone")[n % 3],
+        "infrastructure-service": f"infrastructure-service/s3-{n % 10}",
         "name": f"record {n} of the {('flood', 'storm', 'drought')[n % 3]} campaign",
         "location": [n % 360 - 180 + 0.5, n % 170 - 85 + 0.5],
     }
@@ -68,10 +69,24 @@ async def session(pg_database_url: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-async def _plan(session: AsyncSession, filter_text: str, orderby: str | None = None) -> str:
-    where = await selection(session, "data-record", ADMIN, filter_text)
+async def _plan(
+    session: AsyncSession,
+    filter_text: str,
+    orderby: str | None = None,
+    identity: Identity = ADMIN,
+) -> str:
+    where = await selection(session, "data-record", identity, filter_text)
     statement = sa.select(catalog_resources.c.id).where(where)
     statement = statement.order_by(*order_by(orderby)).limit(50)
+    return await _explain_rows(session, statement)
+
+
+async def _count_plan(session: AsyncSession, filter_text: str, identity: Identity) -> str:
+    where = await selection(session, "data-record", identity, filter_text)
+    return await _explain_rows(session, sa.select(sa.func.count()).where(where))
+
+
+async def _explain_rows(session: AsyncSession, statement: sa.Select[Any]) -> str:
     rows = await session.execute(Explain(statement))
     return "\n".join(row[0] for row in rows)
 
@@ -83,6 +98,18 @@ async def test_filter_and_orderby_on_hot_fields_use_their_btree_index(
     assert "ix_catalog_resources_hot_timestamp_desc" in plan, plan
     plan = await _plan(session, "timestamp>'2026-06-01' and bytes<100", "bytes")
     assert "ix_catalog_resources_hot_bytes" in plan, plan
+
+
+async def test_a_service_and_state_search_counts_and_pages_through_their_index(
+    session: AsyncSession,
+) -> None:
+    terms = "infrastructure-service='infrastructure-service/s3-3' and state='ready' and bytes>500"
+    alice = Identity("user/alice")
+    plan = await _plan(session, terms, "timestamp:desc", alice)
+    assert "ix_catalog_resources_service_state" in plan, plan
+    assert "Sort" not in plan, plan  # read in the index's order
+    plan = await _count_plan(session, terms, alice)
+    assert "ix_catalog_resources_service_state" in plan, plan
 
 
 async def test_full_text_on_name_uses_the_gin_index(session: AsyncSession) -> None:
