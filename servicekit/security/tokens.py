@@ -74,6 +74,17 @@ def verify_identity_token(
     now: float | None = None,
 ) -> Identity:
     """The identity a valid token names; Unauthorized saying what was wrong otherwise."""
+    moment = time.time() if now is None else now
+    identity, _ = _verified(
+        token, jwks, issuer=issuer, audience=audience, leeway=leeway, now=moment
+    )
+    return identity
+
+
+def _verified(
+    token: str, jwks: JWKSet, *, issuer: str, audience: str | None, leeway: float, now: float
+) -> tuple[Identity, float]:
+    """The identity a valid token names, and the moment from which it is refused as expired."""
     header = _header(token)
     kid = header.get("kid")
     if not isinstance(kid, str):
@@ -92,8 +103,8 @@ def verify_identity_token(
         raise invalid_token(f"malformed token: {exc}") from None
     _check_issuer(payload, issuer)
     _check_audience(payload, audience)
-    _check_times(payload, time.time() if now is None else now, leeway)
-    return _identity(payload)
+    _check_times(payload, now, leeway)
+    return _identity(payload), _instant(payload, "exp") + leeway
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -175,6 +186,11 @@ class IdentityVerifier:
     token names a key id the set lacks, the location is re-read once before the token is
     refused, at most every `min_refresh_interval` seconds so that forged key ids cannot
     turn every request into a fetch.
+
+    Verified tokens are remembered (up to `cache_size`, the oldest forgotten first), so a
+    caller's next requests skip the signature check: a remembered token is accepted only by
+    its exact text and only until it expires by `wall_clock`, and a refresh forgets them all
+    (a key gone from the set verifies nothing more).
     """
 
     def __init__(
@@ -187,6 +203,8 @@ class IdentityVerifier:
         min_refresh_interval: float = 30,
         verify: ssl.SSLContext | bool = True,
         clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 1024,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -195,6 +213,9 @@ class IdentityVerifier:
         self._verify_tls = verify
         self._clock = clock
         self._last_refresh: float | None = None
+        self._cache_size = cache_size
+        self._wall_clock = wall_clock
+        self._verified: dict[str, tuple[Identity, float]] = {}
         if isinstance(source, JWKSet):
             self._location: str | None = None
             self.jwks = source
@@ -206,6 +227,7 @@ class IdentityVerifier:
         """Re-read the JWK set from its location; a fixed set has nothing to re-read."""
         if self._location is not None:
             self.jwks = JWKSet.load(self._location, verify=self._verify_tls)
+            self._verified.clear()
 
     def verify(self, token: str) -> Identity:
         if self._should_refresh_for(token):
@@ -219,12 +241,26 @@ class IdentityVerifier:
         return self._verify(token)
 
     def _verify(self, token: str) -> Identity:
-        return verify_identity_token(
-            token, self.jwks, issuer=self.issuer, audience=self.audience, leeway=self.leeway
-        )
+        now = self._wall_clock()
+        remembered = self._verified.pop(token, None)
+        if remembered is not None and now < remembered[1]:
+            identity, until = remembered
+        else:
+            identity, until = _verified(
+                token,
+                self.jwks,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                now=now,
+            )
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (identity, until)  # last: the most recently used
+        return identity
 
     def _should_refresh_for(self, token: str) -> bool:
-        if self._location is None:
+        if self._location is None or token in self._verified:  # its key is in the set
             return False
         try:
             header = jwt.get_unverified_header(token)

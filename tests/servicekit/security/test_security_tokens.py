@@ -358,3 +358,63 @@ async def test_verify_async_follows_a_rotation(tmp_path: Path, key: SigningKey) 
     write_jwks(location, [rotated])
     identity = await verifier.verify_async(issue_identity_token(rotated, "group/ops"))
     assert identity.principal == "group/ops"
+
+
+# The verifier's memory of verified tokens
+
+
+def test_verifier_refuses_a_remembered_token_once_it_expires(key: SigningKey, jwks: JWKSet) -> None:
+    clock = SteppedClock()
+    clock.now = NOW
+    verifier = IdentityVerifier(jwks, leeway=5, wall_clock=clock)
+    token = issue_identity_token(key, "user/jane", ttl=60, now=NOW)
+    assert verifier.verify(token).principal == "user/jane"
+    clock.now = NOW + 64
+    assert verifier.verify(token).principal == "user/jane"  # within the leeway
+    clock.now = NOW + 65
+    with pytest.raises(Unauthorized, match="token expired"):
+        verifier.verify(token)
+
+
+def test_verifier_refuses_a_tampered_copy_of_a_remembered_token(
+    key: SigningKey, jwks: JWKSet
+) -> None:
+    verifier = IdentityVerifier(jwks)
+    token = issue_identity_token(key, "user/jane")
+    assert verifier.verify(token).principal == "user/jane"
+    header, payload, signature = token.split(".")
+    claims = _decode_segment(payload) | {"sub": "user/admin", "claims": ["group/extract-admin"]}
+    with pytest.raises(Unauthorized, match="signature does not verify"):
+        verifier.verify(f"{header}.{_segment(claims)}.{signature}")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(Unauthorized):
+        verifier.verify(f"{header}.{payload}.{flipped}")
+
+
+def test_verifier_forgets_remembered_tokens_when_their_key_leaves_the_set(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    location = tmp_path / "jwks.json"
+    write_jwks(location, [key])
+    verifier = IdentityVerifier(str(location))
+    token = issue_identity_token(key, "user/jane")
+    assert verifier.verify(token).principal == "user/jane"
+    rotated = SigningKey.generate()
+    write_jwks(location, [rotated])  # `key` revoked
+    assert verifier.verify(issue_identity_token(rotated, "user/joe")).principal == "user/joe"
+    with pytest.raises(Unauthorized, match="unknown key id"):
+        verifier.verify(token)
+
+
+def test_verifier_remembers_a_bounded_number_of_tokens(key: SigningKey, jwks: JWKSet) -> None:
+    clock = SteppedClock()
+    clock.now = NOW
+    verifier = IdentityVerifier(jwks, cache_size=2, wall_clock=clock)
+    tokens = [issue_identity_token(key, f"user/u{n}", ttl=60, now=NOW) for n in range(3)]
+    for token in tokens:
+        verifier.verify(token)
+    # Only a token verified anew is checked against the time: the oldest one was forgotten.
+    clock.now = NOW - 3600
+    with pytest.raises(Unauthorized, match="not valid before"):
+        verifier.verify(tokens[0])
+    assert verifier.verify(tokens[2]).principal == "user/u2"
