@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Callable
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import wire_format_for
@@ -22,6 +21,8 @@ SECURITY_HEADERS = (
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
 )
+_RAW_SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS]
+_HSTS = b"strict-transport-security"
 
 
 class TokenBucket:
@@ -151,10 +152,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    if name == "strict-transport-security" or name not in headers:
-                        headers[name] = value
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _HSTS]
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in _RAW_SECURITY_HEADERS if h[0] not in present]
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
