@@ -41,6 +41,7 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+TRAILER_SIGNATURE = "x-amz-trailer-signature"
 STREAMING_PAYLOADS = frozenset(
     {STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER}
 )
@@ -367,8 +368,11 @@ async def decode_aws_chunked(
     *,
     signed: SignedRequest,
     key: bytes | None,
+    trailers: dict[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The payload of an `aws-chunked` body, verifying each chunk signature when it is signed.
+    """The payload of an `aws-chunked` body, verifying each chunk signature when it is signed,
+    and the trailer's signature when the trailer is signed; trailing headers (checksums) go
+    into `trailers`, names lower-cased.
 
     Data is passed on as it arrives; a bad chunk signature raises at the end of its chunk, so
     the caller must not commit what it wrote until the stream is exhausted.
@@ -414,11 +418,47 @@ async def decode_aws_chunked(
             break
         if await reader.line() != b"":
             raise _incomplete("chunk data is not followed by CRLF")
-    # Trailers (checksums) up to the empty line; their checksums are not verified here.
+    received = await _trailer_lines(reader)
+    if signed.payload_hash == STREAMING_SIGNED_TRAILER:
+        _check_trailer_signature(received, signed, key, previous)  # type: ignore[arg-type]
+    if trailers is not None:
+        trailers.update(received)
+
+
+async def _trailer_lines(reader: _Reader) -> dict[str, str]:
+    """The trailing headers, up to the empty line that ends the body."""
+    received: dict[str, str] = {}
     while True:
         try:
             line = await reader.line()
         except BadRequest:
-            return  # some clients end right after the last chunk
+            return received  # some clients end right after the last chunk
         if not line:
-            return
+            return received
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon:
+            raise _incomplete(f"trailer line {line[:40]!r} is not name:value")
+        received[name.strip().lower()] = value.strip()
+
+
+def _check_trailer_signature(
+    received: dict[str, str], signed: SignedRequest, key: bytes, previous: str
+) -> None:
+    claimed = received.pop(TRAILER_SIGNATURE, None)
+    if claimed is None:
+        raise _incomplete(f"a signed trailer has no {TRAILER_SIGNATURE}")
+    canonical = "".join(f"{name}:{received[name]}\n" for name in sorted(received))
+    text = "\n".join(
+        [
+            "AWS4-HMAC-SHA256-TRAILER",
+            signed.amz_date,
+            signed.credential.scope,
+            previous,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    if not hmac.compare_digest(_sign(key, text), claimed):
+        raise Forbidden(
+            "the trailer signature of the streaming body does not match",
+            code="SignatureDoesNotMatch",
+        )

@@ -116,6 +116,7 @@ class ObjectInfo(BaseModel):
     upload_id: str | None
     started: datetime
     last_modified: datetime | None
+    checksum: str | None = None
     locators: list[Locator] = Field(default_factory=list)
 
     def ready_in(self, region: str) -> Locator | None:
@@ -137,6 +138,9 @@ class UploadComplete(BaseModel):
     size: int = Field(ge=0)
     etag: str
     regions: list[str] = Field(min_length=1, description="where copies were written")
+    checksum: str | None = Field(
+        None, max_length=200, description="the verified x-amz-checksum-*: <algorithm>:<base64>"
+    )
 
 
 class Garbage(BaseModel):

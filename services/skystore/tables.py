@@ -118,6 +118,8 @@ objects = sa.Table(
     sa.Column("upload_id", sa.Text(), nullable=True, unique=True),  # multipart uploads only
     sa.Column("started", UTCDateTime(), nullable=False),
     sa.Column("last_modified", UTCDateTime(), nullable=True),
+    # The verified x-amz-checksum-* of a single-request write: <algorithm>:<base64>.
+    sa.Column("checksum", sa.Text(), nullable=True),
     # The promise that a key is listed at most once, whatever the writers do.
     sa.Index(
         "ux_skystore_objects_ready_key",

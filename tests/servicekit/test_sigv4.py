@@ -178,8 +178,57 @@ async def test_unsigned_trailer_chunks_decode_without_signatures() -> None:
     signed = parse_signature(headers, {})
     assert signed is not None
     body = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:DUoRhQ==\r\n\r\n"
-    decoded = [c async for c in decode_aws_chunked(_stream(body), signed=signed, key=None)]
+    trailers: dict[str, str] = {}
+    decoded = [
+        c
+        async for c in decode_aws_chunked(_stream(body), signed=signed, key=None, trailers=trailers)
+    ]
     assert b"".join(decoded) == b"hello world"
+    assert trailers == {"x-amz-checksum-crc32": "DUoRhQ=="}
+
+
+async def _decode_signed_trailer(trailer_value: str, *, tamper: bool = False) -> dict[str, str]:
+    headers = {
+        "authorization": f"AWS4-HMAC-SHA256 Credential={KEY}/20261122/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "cd" * 32,
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        "x-amz-date": "20261122T080000Z",
+    }
+    signed = parse_signature(headers, {})
+    assert signed is not None
+    key = signing_key(SECRET, signed.credential)
+    body = _chunked(
+        [b"hello world"], key, signed.signature, signed.amz_date, signed.credential.scope
+    )
+    last = body.rsplit(b"chunk-signature=", 1)[1].split(b"\r\n", 1)[0].decode()
+    canonical = f"x-amz-checksum-crc32:{trailer_value}\n"
+    text = "\n".join(
+        [
+            "AWS4-HMAC-SHA256-TRAILER",
+            signed.amz_date,
+            signed.credential.scope,
+            last,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    signature = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    sent = "AAAAAA==" if tamper else trailer_value
+    body = body[: -len(b"\r\n")]  # the last chunk's CRLF: the trailer follows
+    body += f"x-amz-checksum-crc32:{sent}\r\nx-amz-trailer-signature:{signature}\r\n\r\n".encode()
+    trailers: dict[str, str] = {}
+    decoded = [
+        c
+        async for c in decode_aws_chunked(_stream(body), signed=signed, key=key, trailers=trailers)
+    ]
+    assert b"".join(decoded) == b"hello world"
+    return trailers
+
+
+async def test_a_signed_trailer_is_verified_and_handed_over() -> None:
+    assert await _decode_signed_trailer("DUoRhQ==") == {"x-amz-checksum-crc32": "DUoRhQ=="}
+    with pytest.raises(Forbidden) as tampered:
+        await _decode_signed_trailer("DUoRhQ==", tamper=True)
+    assert tampered.value.code == "SignatureDoesNotMatch"
 
 
 async def test_truncated_chunked_body_is_incomplete() -> None:

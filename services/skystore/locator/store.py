@@ -313,6 +313,7 @@ def object_from_row(row: sa.Row[Any], bucket: str, copies: Sequence[Locator] = (
         upload_id=row.upload_id,
         started=row.started,
         last_modified=row.last_modified,
+        checksum=row.checksum,
         locators=list(copies),
     )
 
@@ -526,6 +527,7 @@ async def complete_upload(
             generation=generation,
             size=done.size,
             etag=done.etag,
+            checksum=done.checksum,
             last_modified=now,
         )
     )

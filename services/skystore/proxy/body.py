@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from servicekit.errors import BadRequest, InvalidInput
 from servicekit.sigv4 import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD, SignedRequest, decode_aws_chunked
+from services.skystore.proxy.checksums import declared_checksum
 from services.skystore.proxy.s3api import S3Request
 
 __all__ = ["Payload"]
@@ -16,7 +17,7 @@ __all__ = ["Payload"]
 
 class Payload:
     """The body of `request` as it arrives; `check()` after it is exhausted raises on a mismatch
-    (BadDigest, XAmzContentSHA256Mismatch, IncompleteBody)."""
+    (BadDigest for Content-MD5 and x-amz-checksum-*, XAmzContentSHA256Mismatch, IncompleteBody)."""
 
     def __init__(
         self,
@@ -32,9 +33,11 @@ class Payload:
         self._expected_md5 = _content_md5(headers.get("content-md5"))
         payload_hash = signed.payload_hash if signed else UNSIGNED_PAYLOAD
         self._expected_sha256 = None
+        self.checksum = declared_checksum(headers)
+        self._trailers: dict[str, str] = {}
         if payload_hash in STREAMING_PAYLOADS:
             assert signed is not None
-            stream = decode_aws_chunked(stream, signed=signed, key=key)
+            stream = decode_aws_chunked(stream, signed=signed, key=key, trailers=self._trailers)
             declared = headers.get("x-amz-decoded-content-length")
         else:
             if payload_hash != UNSIGNED_PAYLOAD:
@@ -51,6 +54,8 @@ class Payload:
             self._md5.update(chunk)
             if self._expected_sha256 is not None:
                 self._sha256.update(chunk)
+            if self.checksum is not None:
+                self.checksum.digest.update(chunk)
             yield chunk
 
     @property
@@ -73,6 +78,21 @@ class Payload:
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
                 code="XAmzContentSHA256Mismatch",
             )
+        if self.checksum is not None:
+            self.checksum.take_trailer(self._trailers)
+            self.checksum.check()
+
+    def checksum_headers(self) -> dict[str, str]:
+        """The checksum header to answer (after `check()`), when the request declared one."""
+        if self.checksum is None:
+            return {}
+        return {self.checksum.header: self.checksum.computed()}
+
+    def stored_checksum(self) -> str | None:
+        """The checksum as the locator keeps it: `<algorithm>:<base64>`."""
+        if self.checksum is None:
+            return None
+        return f"{self.checksum.algorithm}:{self.checksum.computed()}"
 
 
 def _content_md5(value: str | None) -> bytes | None:

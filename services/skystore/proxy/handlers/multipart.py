@@ -133,7 +133,7 @@ async def upload_part(proxy: Proxy, s3: S3Request, caller: Caller, request: Requ
     with spool:
         payload.check()
         etag = await _send_part(proxy, primary, number, spool, size)
-    return Response(status_code=200, headers={"ETag": etag})
+    return Response(status_code=200, headers={"ETag": etag, **payload.checksum_headers()})
 
 
 async def upload_part_copy(

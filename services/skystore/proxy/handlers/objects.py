@@ -14,6 +14,7 @@ from servicekit.s3 import translate_s3_error
 from services.skystore.policies import policy
 from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.body import Payload
+from services.skystore.proxy.checksums import response_header
 from services.skystore.proxy.conditions import check_preconditions, http_date, parse_range
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.s3api import S3Request
@@ -42,7 +43,9 @@ def user_metadata(s3: S3Request) -> dict[str, str]:
     return {name[len(META) :]: value for name, value in s3.raw_headers if name.startswith(META)}
 
 
-def object_headers(info: ObjectInfo) -> dict[str, str]:
+def object_headers(info: ObjectInfo, s3: S3Request, *, whole: bool) -> dict[str, str]:
+    """The headers describing `info`; its checksum when asked for (x-amz-checksum-mode) and the
+    answer carries the `whole` object."""
     headers = {
         "ETag": f'"{info.etag}"',
         "Last-Modified": http_date(info.last_modified or info.started),
@@ -50,6 +53,8 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
         "Accept-Ranges": "bytes",
     }
     headers.update({f"{META}{k}": v for k, v in info.metadata.items()})
+    if whole and s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        headers.update(response_header(info.checksum))
     return headers
 
 
@@ -138,9 +143,16 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
     except BaseException:
         await roll_back(proxy, started.id)
         raise
-    done = UploadComplete(size=payload.size, etag=payload.md5_hex, regions=regions)
+    done = UploadComplete(
+        size=payload.size,
+        etag=payload.md5_hex,
+        regions=regions,
+        checksum=payload.stored_checksum(),
+    )
     info = await proxy.commit(started.id, done)
-    return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})
+    return Response(
+        status_code=200, headers={"ETag": f'"{info.etag}"', **payload.checksum_headers()}
+    )
 
 
 async def readable(proxy: Proxy, s3: S3Request, caller: Caller) -> ObjectInfo:
@@ -151,9 +163,9 @@ async def readable(proxy: Proxy, s3: S3Request, caller: Caller) -> ObjectInfo:
 async def head_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
     info = await readable(proxy, s3, caller)
     check_preconditions(s3.headers, info)
-    headers = object_headers(info)
     size = info.size or 0
     chosen = parse_range(s3.headers.get("range"), size)
+    headers = object_headers(info, s3, whole=chosen is None)
     if chosen is None:
         headers["Content-Length"] = str(size)
         return Response(status_code=200, headers=headers)
@@ -194,7 +206,7 @@ async def _send(proxy: Proxy, s3: S3Request, bucket: Bucket, info: ObjectInfo) -
     check_preconditions(s3.headers, info)
     size = info.size or 0
     chosen = parse_range(s3.headers.get("range"), size)
-    headers = object_headers(info)
+    headers = object_headers(info, s3, whole=chosen is None)
     copy = proxy.read_copy(info)
     if copy.region != proxy.region and policy(bucket.policy).copy_on_read:
         copy = await _copy_here(proxy, info, copy) or copy
@@ -274,7 +286,9 @@ async def copy_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Requ
     except BaseException:
         await roll_back(proxy, started.id)
         raise
-    done = UploadComplete(size=source.size or 0, etag=source.etag or "", regions=regions)
+    done = UploadComplete(
+        size=source.size or 0, etag=source.etag or "", regions=regions, checksum=source.checksum
+    )
     info = await proxy.commit(started.id, done)
     return xml_response(
         "CopyObjectResult", [("LastModified", iso(info.last_modified)), ("ETag", f'"{info.etag}"')]
