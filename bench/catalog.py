@@ -6,8 +6,9 @@ Creates a throwaway PostgreSQL database (EXTRACT_BENCH_PG_URL, a libpq URL of a 
 one may be created, or 127.0.0.1:5432), migrates it, seeds `--records` data-records, serves the
 catalog from it in a real `python -m services.catalog` process, then runs each path at each
 concurrency, side by side with asyncpg running the hand-written SQL that gives the same
-answer over the same indexes (the generated hot columns, the viewers GIN index), with
-PostgreSQL's JIT off as the catalog sets it:
+answer over the same indexes (every index the catalog's migrations create: the generated hot
+columns', the service-and-state one, the viewers GIN index), with PostgreSQL's JIT off as the
+catalog sets it:
 
 - search: a 3-predicate filter + orderby, first page of 50, with its exact count;
 - count: every visible data-record (`last=0`);

@@ -263,7 +263,7 @@ def catalog_router() -> APIRouter:
         body = templates.expand(spec.name, await _json_object(request))
         async with request.app.state.sessions.begin() as session:
             document = await resources.create_resource(
-                session=session, spec=spec, identity=identity, body=body
+                session=session, spec=spec, identity=identity, body=body, ends_transaction=True
             )
         resource_id = document["id"]
         return JSONResponse(

@@ -17,7 +17,7 @@ from servicekit.security import IdentityVerifier, JWKSet, load_or_create_signing
 from servicekit.security.secretbox import SecretBox
 from servicekit.wire_errors import WireFormat
 from services.catalog.api import catalog_router
-from services.catalog.changes import EVENT_SIGNER
+from services.catalog.changes import EVENT_SIGNER, SIGHTINGS, WatcherSightings
 from services.catalog.messaging import CatalogMessaging
 from services.catalog.s3services import (
     S3_CONTEXT,
@@ -50,6 +50,7 @@ def create_app(settings: CatalogSettings) -> FastAPI:
             engine,
             info={
                 EVENT_SIGNER: events_key,
+                SIGHTINGS: WatcherSightings(),
                 S3_CONTEXT: s3,
                 SECRETS: SecretBox.load_or_create(settings.secrets_key_location()),
             },

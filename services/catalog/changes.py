@@ -29,7 +29,7 @@ terms, resolved per batch. Fine for thousands of watchers, not for millions.
 On PostgreSQL, `create(session, collection, document)` stores one new resource in place of
 `begin`, the write and `announce`: the same rows and events, in one statement when nothing
 watches the resource (the upsert and the resource event are data-modifying CTEs of the read
-of the watchers).
+of the watchers). When that statement is all its transaction does, it commits on its own.
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ from services.catalog.tables import catalog_resources
 __all__ = [
     "ANNOUNCED",
     "EVENT_SIGNER",
+    "SIGHTINGS",
     "SOURCE",
     "WATCHED_FILTERS",
     "WATCHER_COLLECTIONS",
     "Changes",
+    "WatcherSightings",
     "begin",
     "create",
     "subscription_subject",
@@ -75,6 +77,9 @@ WATCHED_FILTERS = {"data-object": "data-object-filter", "data-record": "data-rec
 """The collections data-sets and subscriptions watch, with the data-set attribute for each."""
 WATCHER_COLLECTIONS = frozenset({"data-set", "subscription"})
 """Collections whose writes change the watchers, and so the events of the writes after them."""
+
+SIGHTINGS = "catalog.watcher-sightings"
+"""Key of the process's WatcherSightings in `session.info` (see session_factory), if any."""
 
 _WATCHERS_CACHE = "catalog.watchers"
 _COLUMNS_PER_QUERY = 500  # SQLite allows 2,000 result columns
@@ -157,12 +162,30 @@ def _watchers_query() -> sa.Select[tuple[Any]]:
     return sa.select(catalog_resources.c.document).where(catalog_resources.c.collection.in_(names))
 
 
+@dataclass
+class WatcherSightings:
+    """Whether the last read of the watchers, in any session of the process, found one: a
+    hint that a new resource will not be written alone (create), so it is not tried. A wrong
+    hint costs a statement, never an event."""
+
+    seen: bool = False
+
+
+def _sighted(session: AsyncSession, documents: Iterable[Mapping[str, Any]]) -> list[Any]:
+    """The watchers just read (data-sets and subscriptions), noted in the sightings."""
+    read = list(documents)
+    sightings = session.info.get(SIGHTINGS)
+    if sightings is not None:
+        sightings.seen = bool(read)
+    return read
+
+
 async def _load_watchers(session: AsyncSession, collection: str) -> _Watchers:
     """The collection's watchers, read once per transaction (writes of watchers forget them)."""
     cache: dict[str, _Watchers] = session.info.setdefault(_WATCHERS_CACHE, {})
     if collection not in cache:
         rows = await session.execute(_watchers_query())
-        cache[collection] = _watchers_of(collection, rows.scalars())
+        cache[collection] = _watchers_of(collection, _sighted(session, rows.scalars()))
     return cache[collection]
 
 
@@ -448,32 +471,52 @@ _EVENT = "event_"  # prefix of the outbox row's parameters in _created_statement
 
 
 @functools.cache
-def _created_statement(read_watchers: bool, announced: bool) -> sa.Select[tuple[Any]]:
+def _created_statement(
+    read_watchers: bool, announced: bool, unwatched: bool = False
+) -> sa.Select[tuple[Any]]:
     """A new resource's upsert (and its first event) as data-modifying CTEs of the read of
-    the watchers (or of nothing), built once."""
+    the watchers (or of nothing), built once; with `unwatched`, they write only if there is no
+    data-set and no subscription at all."""
     read = _watchers_query() if read_watchers else sa.select(sa.null())
-    statement = read.add_cte(upsert_statement().cte("written"))
+    where = ~sa.exists(_watchers_query()) if unwatched else None
+    statement = read.add_cte(upsert_statement(where).cte("written"))
     if announced:
         columns = ("id", "subject", "payload", "created_at", "attempts")  # as _outbox_rows
-        row = {n: sa.bindparam(_EVENT + n, type_=outbox_events.c[n].type) for n in columns}
-        statement = statement.add_cte(sa.insert(outbox_events).values(row).cte("announced"))
+        row = sa.select(*(sa.bindparam(_EVENT + n, type_=outbox_events.c[n].type) for n in columns))
+        event = sa.insert(outbox_events).from_select(
+            columns, row if where is None else row.where(where)
+        )
+        statement = statement.add_cte(event.cte("announced"))
     return statement
 
 
-async def create(session: AsyncSession, collection: str, document: dict[str, Any]) -> None:
+async def create(
+    session: AsyncSession,
+    collection: str,
+    document: dict[str, Any],
+    *,
+    ends_transaction: bool = False,
+) -> None:
     """PostgreSQL: one new resource stored, with what `begin` and `announce` do around it, in
     one statement when nothing watches it: its upsert and its resource event are
     data-modifying CTEs of the read of the watchers (which sees the table as it was: a new
     resource is no watcher). A new model's event and the watchers' events, if any, follow in a
-    second statement, so the outbox keeps their order."""
+    second statement, so the outbox keeps their order.
+
+    `ends_transaction`: the caller runs nothing after it in its transaction. Then, when that
+    statement would be the transaction's only one, it runs as its own transaction (atomic as
+    every statement is), which spares the round trips of BEGIN and COMMIT."""
     resource_id = document["id"]
     cache: dict[str, _Watchers] = session.info.setdefault(_WATCHERS_CACHE, {})
     watched = collection in WATCHED_FILTERS
-    read_watchers = watched and collection not in cache
     own = _outbox_rows(_own_events(session, collection, resource_id, None, document))
     parameters = upsert_parameters(document)
     if own:
         parameters.update({_EVENT + name: value for name, value in own[0].items()})
+    alone = ends_transaction and _worth_writing_alone(session, collection, own)
+    if alone and await _created_alone(session, collection, parameters, bool(own)):
+        return
+    read_watchers = watched and collection not in cache
     statement = _created_statement(read_watchers, bool(own))
     rows = await session.execute(statement, parameters)
     if collection in WATCHER_COLLECTIONS:
@@ -481,7 +524,7 @@ async def create(session: AsyncSession, collection: str, document: dict[str, Any
     events: list[tuple[str, CloudEvent]] = []
     if watched:
         if read_watchers:
-            cache[collection] = _watchers_of(collection, rows.scalars())
+            cache[collection] = _watchers_of(collection, _sighted(session, rows.scalars()))
         watchers = cache[collection]
         if watchers.filters:  # a subscription to a data-set hears of what the data-set matches
             matched = await _matching(session, [resource_id], watchers.filters)
@@ -491,3 +534,41 @@ async def create(session: AsyncSession, collection: str, document: dict[str, Any
     rest = own[1:] + _outbox_rows(events)
     if rest:
         await session.execute(sa.insert(outbox_events), rest)
+
+
+def _worth_writing_alone(
+    session: AsyncSession, collection: str, own: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Whether to try `_created_alone`: one event at most, and no watcher of a watched
+    collection already read in this transaction or seen lately."""
+    if len(own) > 1 or collection in session.info.get(_WATCHERS_CACHE, {}):
+        return False
+    sightings = session.info.get(SIGHTINGS)
+    return not (collection in WATCHED_FILTERS and sightings is not None and sightings.seen)
+
+
+async def _created_alone(
+    session: AsyncSession, collection: str, parameters: dict[str, Any], announced: bool
+) -> bool:
+    """A new resource (and its one event) written by a statement that commits on its own, if
+    the session's transaction has sent nothing to the database yet and, for a watched
+    collection, no data-set or subscription exists. False otherwise, having written nothing
+    (and kept the watchers it read, for the transaction's statements to come)."""
+    connection = await (await session.connection()).get_raw_connection()
+    if connection.driver_connection.is_in_transaction():
+        return False
+    watched = collection in WATCHED_FILTERS
+    statement = _created_statement(watched, announced, unwatched=watched)
+    # No BEGIN is sent before the statement (asyncpg's adapter begins lazily), so none to end.
+    connection.dbapi_connection.autocommit = True
+    try:
+        rows = await session.execute(statement, parameters)
+    finally:
+        connection.dbapi_connection.autocommit = False
+    if collection in WATCHER_COLLECTIONS:
+        session.info.pop(_WATCHERS_CACHE, None)
+    watchers = _sighted(session, rows.scalars()) if watched else []
+    if watchers:
+        cache = session.info.setdefault(_WATCHERS_CACHE, {})
+        cache[collection] = _watchers_of(collection, watchers)
+    return not watchers

@@ -526,14 +526,14 @@ async def put_resources(session: AsyncSession, documents: Sequence[dict[str, Any
     await index_texts(session, [row["document"] for row in rows])
 
 
-@functools.cache
-def upsert_statement() -> Any:
-    """PostgreSQL: put_resource's upsert of one row, bound by name (`upsert_parameters`), built
-    once, to run inside another statement (a data-modifying CTE). SQLite has no such CTEs, and
-    put_resource also indexes the texts there."""
+def upsert_statement(where: ColumnElement[bool] | None = None) -> Any:
+    """PostgreSQL: put_resource's upsert of one row, bound by name (`upsert_parameters`), to run
+    inside another statement (a data-modifying CTE), writing only if `where` holds. SQLite has
+    no such CTEs, and put_resource also indexes the texts there."""
     written = ("id", *_REPLACED)
-    insert = postgresql.insert(catalog_resources).values(
-        {name: sa.bindparam(name, type_=catalog_resources.c[name].type) for name in written}
+    row = sa.select(*(sa.bindparam(name, type_=catalog_resources.c[name].type) for name in written))
+    insert = postgresql.insert(catalog_resources).from_select(
+        written, row if where is None else row.where(where)
     )
     replace = {name: insert.excluded[name] for name in _REPLACED}
     return insert.on_conflict_do_update(index_elements=["id"], set_=replace)

@@ -182,13 +182,20 @@ async def _validate(
 
 
 async def create_resource(
-    *, session: AsyncSession, spec: CollectionSpec, identity: Identity, body: Mapping[str, Any]
+    *,
+    session: AsyncSession,
+    spec: CollectionSpec,
+    identity: Identity,
+    body: Mapping[str, Any],
+    ends_transaction: bool = False,
 ) -> dict[str, Any]:
-    """Store a new resource from `body`; the server sets its id, timestamps and default ACL."""
+    """Store a new resource from `body`; the server sets its id, timestamps and default ACL.
+    `ends_transaction`: the caller runs nothing after it in its transaction (see
+    changes.create)."""
     if not _may_add(identity, spec):
         raise Forbidden(f"{identity.principal} may not add to {spec.name}")
     document = await _new_document(session, spec, identity, body)
-    await store.save(session, before=None, after=document)
+    await store.save(session, before=None, after=document, ends_transaction=ends_transaction)
     return document
 
 

@@ -24,14 +24,23 @@ def _postgresql(session: AsyncSession) -> bool:
 
 
 async def save(
-    session: AsyncSession, *, before: Mapping[str, Any] | None, after: dict[str, Any]
+    session: AsyncSession,
+    *,
+    before: Mapping[str, Any] | None,
+    after: dict[str, Any],
+    ends_transaction: bool = False,
 ) -> None:
-    """Store `after` (a new resource when `before` is None, else the new state of `before`)."""
-    await save_many(session, [(before, after)])
+    """Store `after` (a new resource when `before` is None, else the new state of `before`).
+    `ends_transaction`: the caller runs nothing after it in its transaction (see
+    changes.create)."""
+    await save_many(session, [(before, after)], ends_transaction=ends_transaction)
 
 
 async def save_many(
-    session: AsyncSession, writes: Sequence[tuple[Mapping[str, Any] | None, dict[str, Any]]]
+    session: AsyncSession,
+    writes: Sequence[tuple[Mapping[str, Any] | None, dict[str, Any]]],
+    *,
+    ends_transaction: bool = False,
 ) -> None:
     """`save` of each (before, after) of `writes` in turn, with the same rows and events in the
     same order, in a few statements whatever their number: the watchers read and matched once
@@ -57,7 +66,7 @@ async def save_many(
     if len(writes) == 1 and writes[0][0] is None and _postgresql(session):
         # One statement instead of three (watchers, upsert, events): for a single write, the
         # cost of each statement (a round trip, SQLAlchemy's work) outweighs the SQL itself.
-        await changes.create(session, collection, afters[0])
+        await changes.create(session, collection, afters[0], ends_transaction=ends_transaction)
         return
     change = await changes.begin(session, collection, [before for before, _ in writes], ids)
     await put_resources(session, afters)

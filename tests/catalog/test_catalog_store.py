@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import services.catalog
 from servicekit.cloudevents import CloudEvent
@@ -342,3 +342,67 @@ async def test_a_new_resource_nothing_watches_is_one_statement_on_postgresql(
         "catalog.data-object.created",
         "data-object/o1",
     )
+
+
+@pytest.fixture
+async def pg_sessions(pg_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a PostgreSQL catalog with no watcher yet, sharing their sightings."""
+    await migrate_service_database(pg_database_url, MIGRATIONS, "catalog_alembic_version")
+    engine = create_engine(pg_database_url)
+    try:
+        yield session_factory(
+            engine,
+            info={changes.EVENT_SIGNER: KEY, changes.SIGHTINGS: changes.WatcherSightings()},
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _rolled_back_save(
+    sessions: async_sessionmaker[AsyncSession], *, read_first: bool
+) -> None:
+    """A new record saved as the end of its transaction, which is then rolled back."""
+    async with sessions() as session:
+        if read_first:
+            await session.execute(sa.select(catalog_resources.c.id).limit(1))
+        await store.save(session, before=None, after=record(1), ends_transaction=True)
+        await session.rollback()
+
+
+async def _stored_and_announced(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
+    async with sessions() as session:
+        return len(await stored(session, "")), len(await events(session))
+
+
+async def test_a_new_resource_ending_its_transaction_commits_alone_on_postgresql(
+    pg_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _rolled_back_save(pg_sessions, read_first=False)
+    assert await _stored_and_announced(pg_sessions) == (1, 1)  # the rollback had nothing left
+
+
+async def test_a_new_resource_after_another_statement_stays_in_its_transaction(
+    pg_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _rolled_back_save(pg_sessions, read_first=True)
+    assert await _stored_and_announced(pg_sessions) == (0, 0)
+
+
+async def test_a_watched_new_resource_stays_in_its_transaction_and_is_announced(
+    pg_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with pg_sessions() as session:
+        await put_resource(session, WATCHERS[0])  # data-set/floods
+        await session.commit()
+    for sightings in (False, True):  # first not yet seen, then known from the first attempt
+        assert pg_sessions.kw["info"][changes.SIGHTINGS].seen is sightings
+        await _rolled_back_save(pg_sessions, read_first=False)
+        assert await _stored_and_announced(pg_sessions) == (0, 0)
+    async with pg_sessions() as session:
+        flood = record(2, tags=["flood"], bytes=50)
+        await store.save(session, before=None, after=flood, ends_transaction=True)
+        await session.commit()
+        assert [subject for subject, _ in await events(session)] == [
+            "catalog.data-record.created",
+            "catalog.data-set.changed",
+        ]
