@@ -38,6 +38,9 @@ _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Conten
 _NOT_FROM_THE_BODY = (OSError, aiohttp.ClientError, asyncio.TimeoutError)
 
 PoolFactory = Callable[..., aiohttp.BaseConnector]
+# Idle connections are dropped before the services' uvicorn (5 s) closes them, so a request
+# never goes out on a connection the upstream is closing at that moment.
+_KEEPALIVE = 4.0
 
 
 class UpstreamFailure(Exception):
@@ -181,7 +184,7 @@ class Upstreams:
             if not url:
                 continue
             session = aiohttp.ClientSession(
-                connector=pool(limit=settings.pool_size, keepalive_timeout=30),
+                connector=pool(limit=settings.pool_size, keepalive_timeout=_KEEPALIVE),
                 timeout=timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
