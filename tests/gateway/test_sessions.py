@@ -10,7 +10,12 @@ import httpx
 from conftest import GatewayFactory
 from gw_servers import ThreadedServer
 
-from servicekit.security import JWKSet, SigningKey, verify_identity_token
+from gateway.app import MIGRATIONS, VERSION_TABLE
+from gateway.sessions import SessionStore
+from gateway.tables import sessions
+from servicekit.db import create_engine, session_factory
+from servicekit.migrate import migrate_service_database
+from servicekit.security import Identity, JWKSet, SigningKey, verify_identity_token
 
 Clients = Callable[[ThreadedServer], httpx.AsyncClient]
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -182,3 +187,41 @@ async def test_login_accepts_a_gzip_body_as_the_nuvla_client_sends_with_compress
         headers={"content-type": "application/json", "content-encoding": "gzip"},
     )
     assert response.status_code == 201
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_session_revoked_elsewhere_stops_working_within_five_seconds(
+    sqlite_database_url: str,
+) -> None:
+    await migrate_service_database(sqlite_database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(sqlite_database_url)
+    clock = Clock()
+    store = SessionStore(session_factory(engine), ttl=3600, clock=clock)
+    login, token = await store.create(Identity("user/alice"), method="password", identifier="a")
+    assert await store.lookup(token) == login
+    async with store.database.begin() as session:  # as another gateway process logging out
+        await session.execute(sessions.delete().where(sessions.c.id == login.id))
+    clock.now = 4.9
+    assert await store.lookup(token) == login  # the documented window
+    clock.now = 5.0
+    assert await store.lookup(token) is None
+    await engine.dispose()
+
+
+async def test_a_logout_on_this_gateway_ends_the_session_at_once(
+    sqlite_database_url: str,
+) -> None:
+    await migrate_service_database(sqlite_database_url, MIGRATIONS, VERSION_TABLE)
+    engine = create_engine(sqlite_database_url)
+    store = SessionStore(session_factory(engine), ttl=3600, clock=Clock())
+    login, token = await store.create(Identity("user/alice"), method="password", identifier="a")
+    assert await store.lookup(token) == login
+    await store.delete(login)
+    assert await store.lookup(token) is None
+    await engine.dispose()
