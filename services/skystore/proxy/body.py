@@ -14,6 +14,8 @@ from services.skystore.proxy.s3api import S3Request
 
 __all__ = ["Payload"]
 
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit of one PUT
+
 
 class Payload:
     """The body of `request` as it arrives; `check()` after it is exhausted raises on a mismatch
@@ -28,7 +30,6 @@ class Payload:
     ) -> None:
         headers = request.headers
         self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
         self._expected_md5 = _content_md5(headers.get("content-md5"))
         payload_hash = signed.payload_hash if signed else UNSIGNED_PAYLOAD
@@ -45,13 +46,23 @@ class Payload:
             declared = headers.get("content-length")
         self.declared = int(declared) if declared and declared.isdigit() else None
         self._stream = stream
+        # The MD5 is the ETag of a single-request write, which the store computes as well; it
+        # is computed here only to check a Content-MD5 or for a body stored in parts.
+        wanted = self._expected_md5 is not None or not self.in_one_request
+        self._md5 = hashlib.md5(usedforsecurity=False) if wanted else None
+
+    @property
+    def in_one_request(self) -> bool:
+        """Whether the body can be stored with one PUT (its length is known, within S3's limit)."""
+        return self.declared is not None and self.declared <= MAX_SINGLE_PUT
 
     async def chunks(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
             if not chunk:
                 continue
             self.size += len(chunk)
-            self._md5.update(chunk)
+            if self._md5 is not None:
+                self._md5.update(chunk)
             if self._expected_sha256 is not None:
                 self._sha256.update(chunk)
             if self.checksum is not None:
@@ -60,6 +71,7 @@ class Payload:
 
     @property
     def md5_hex(self) -> str:
+        assert self._md5 is not None, "the MD5 of a single-request body is the store's ETag"
         return self._md5.hexdigest()
 
     def check(self) -> None:
@@ -68,7 +80,7 @@ class Payload:
                 f"the body has {self.size} bytes, {self.declared} were announced",
                 code="IncompleteBody",
             )
-        if self._expected_md5 is not None and self._md5.digest() != self._expected_md5:
+        if self._md5 is not None and self._expected_md5 not in (None, self._md5.digest()):
             raise BadRequest(
                 "The Content-MD5 you specified did not match what we received.",
                 code="BadDigest",

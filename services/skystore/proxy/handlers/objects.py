@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 META = "x-amz-meta-"
-MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit of one PUT
 BUFFERED_GET = 256 * 1024  # bodies up to this size are read whole, then sent
 
 
@@ -70,14 +69,16 @@ async def roll_back(proxy: Proxy, object_id: int) -> None:
     await asyncio.shield(roll_back())
 
 
-async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str]) -> None:
-    """Write the body to the first region, then copy it to the others (synchronous replicas).
+async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str]) -> str:
+    """Write the body to the first region, then copy it to the others (synchronous replicas);
+    the object's ETag.
 
-    A body of known length goes through in one streamed PUT; others as a multipart upload."""
+    A body of known length goes through in one streamed PUT, whose ETag (the MD5 of the bytes)
+    the region computes; others go as a multipart upload, and the proxy computes the MD5."""
     copies = {c.region: c for c in started.locators}
     primary = copies[regions[0]]
-    if payload.declared is not None and payload.declared <= MAX_SINGLE_PUT:
-        await proxy.regions.http(primary.region).put(
+    if payload.declared is not None and payload.in_one_request:
+        etag = await proxy.regions.http(primary.region).put(
             primary.physical_bucket, primary.physical_key, payload.chunks(), length=payload.declared
         )
     else:
@@ -87,8 +88,10 @@ async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: l
             primary.physical_key,
             payload.chunks(),
         )
+        etag = payload.md5_hex
     for region in regions[1:]:
         await replicate(proxy, primary, copies[region])
+    return etag
 
 
 async def replicate(proxy: Proxy, source: Locator, target: Locator) -> None:
@@ -138,14 +141,14 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
     payload = Payload(request.stream(), s3, caller.signed, caller.signing_key)
     started = await proxy.locator.start_upload(new_upload(s3, caller, regions))
     try:
-        await _store(proxy, started, payload, regions)
+        etag = await _store(proxy, started, payload, regions)
         payload.check()
     except BaseException:
         await roll_back(proxy, started.id)
         raise
     done = UploadComplete(
         size=payload.size,
-        etag=payload.md5_hex,
+        etag=etag,
         regions=regions,
         checksum=payload.stored_checksum(),
     )
