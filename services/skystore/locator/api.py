@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -70,9 +71,13 @@ def _read(request: Request) -> AsyncSession:
     return request.app.state.sessions()
 
 
-def _write(request: Request) -> AsyncContextManager[AsyncSession]:
-    # The route owns the transaction: it commits before the response leaves.
-    return request.app.state.sessions.begin()
+@asynccontextmanager
+async def _write(request: Request) -> AsyncIterator[AsyncSession]:
+    # The route owns the transaction: it commits before the response leaves, and the events
+    # it wrote to the outbox are relayed now rather than at the relay's next poll.
+    async with request.app.state.sessions.begin() as session:
+        yield session
+    request.app.state.events.notify()
 
 
 def _now(request: Request) -> datetime:

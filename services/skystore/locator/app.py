@@ -110,6 +110,7 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
         )
         pushes = Subscription(settings.push_consumer, CREATED, pusher.on_created)
         events = EventRelay(settings.nats_url, app.state.sessions, (pushes,))
+        app.state.events = events
         if settings.nats_url:
             pusher.start()
             events.start()
