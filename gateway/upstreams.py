@@ -90,7 +90,6 @@ class Upstream:
                         headers=headers,
                         data=clock.timed(body) if isinstance(body, AsyncIterator) else body,
                         allow_redirects=False,
-                        skip_auto_headers=_NO_AUTO_HEADERS,
                     )
                 finally:
                     clock.active = False
@@ -187,6 +186,7 @@ class Upstreams:
                 connector=pool(limit=settings.pool_size, keepalive_timeout=_KEEPALIVE),
                 timeout=timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_NO_AUTO_HEADERS,
                 auto_decompress=False,
             )
             breaker = CircuitBreaker(
