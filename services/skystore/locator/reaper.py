@@ -39,11 +39,15 @@ async def roll_back_stale(
             .where(locators.c.object_id.in_(ids))
             .values(status=State.PENDING_DELETION)
         )
+    # Replicas of written versions (listed, or retired while being copied) whose copier never
+    # finished; the copies of pending uploads go with their upload above.
     replicas = await session.execute(
         sa.update(locators)
         .where(locators.c.status == State.PENDING, locators.c.created < uploads_before)
         .where(
-            sa.exists().where(objects.c.id == locators.c.object_id, objects.c.status == State.READY)
+            sa.exists().where(
+                objects.c.id == locators.c.object_id, objects.c.status != State.PENDING
+            )
         )
         .values(status=State.PENDING_DELETION)
     )

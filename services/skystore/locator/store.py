@@ -566,19 +566,24 @@ async def abort_upload(session: AsyncSession, *, object_id: int) -> list[Garbage
     """Roll back a pending upload: its copies become garbage to remove."""
     row = await _pending_row(session, object_id)
     check_transition(f"upload of {row.key!r}", row.status, State.PENDING_DELETION)
-    return await _retire(session, [object_id])
+    return await _retire(session, [object_id], listed=False)
 
 
-async def _retire(session: AsyncSession, object_ids: Sequence[int]) -> list[Garbage]:
+async def _retire(
+    session: AsyncSession, object_ids: Sequence[int], *, listed: bool = True
+) -> list[Garbage]:
+    """The versions become garbage with their copies. Of a `listed` version (overwritten or
+    deleted), a replica still being copied (pending) is left to its copier: removed now, it
+    would be written again after the removal and stay behind unknown. Completing it then makes
+    it garbage (replicas.complete_replica), and a copier that never finishes is rolled back."""
     await session.execute(
         sa.update(objects).where(objects.c.id.in_(object_ids)).values(status=State.PENDING_DELETION)
     )
-    await session.execute(
-        sa.update(locators)
-        .where(locators.c.object_id.in_(object_ids))
-        .values(status=State.PENDING_DELETION)
-    )
-    result = await session.execute(sa.select(locators).where(locators.c.object_id.in_(object_ids)))
+    copies = locators.c.object_id.in_(object_ids)
+    if listed:
+        copies = sa.and_(copies, locators.c.status != State.PENDING)
+    await session.execute(sa.update(locators).where(copies).values(status=State.PENDING_DELETION))
+    result = await session.execute(sa.select(locators).where(copies))
     return [garbage_of(r) for r in result]
 
 

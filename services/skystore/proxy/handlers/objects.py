@@ -199,7 +199,7 @@ async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator
         await replicate(proxy, source, target)
         copied = await proxy.locator.complete_replica(target.id)
         proxy.cache.forget(info.bucket, info.key)  # the next read looks up the local copy
-        return copied
+        return copied if copied.status == "ready" else None  # overwritten while copying
     except ExtractError:
         await proxy.remove(await proxy.locator.abort_replica(target.id))
         return None
