@@ -431,7 +431,11 @@ async def search(
     if last is None:
         last = first + MAX_WINDOW - 1
     size = min(last - first + 1, MAX_WINDOW)
-    page = sa.select(catalog_resources.c.document, *(k.expression for k in keys)).where(where)
+    counting = sa.select(sa.func.count()).select_from(catalog_resources).where(where)
+    # The count rides along with the page, one statement: an uncorrelated subquery, run once.
+    total = counting.correlate(None).scalar_subquery()
+    page = sa.select(total, catalog_resources.c.document, *(k.expression for k in keys))
+    page = page.where(where)
     if after is not None:
         page = page.where(_after(keys, _decode_cursor(after, orderby, len(keys))))
     elif first > MAX_WINDOW:
@@ -443,14 +447,17 @@ async def search(
     else:
         size = min(size, MAX_WINDOW - first + 1)
         page = page.offset(first - 1)
-    counting = sa.select(sa.func.count()).select_from(catalog_resources).where(where)
-    count = (await session.execute(counting)).scalar_one()
     if last == 0 or size <= 0:
-        return SearchResult(count, [])
-    ordered = page.order_by(*(key.clause for key in keys)).limit(size)
-    rows = (await session.execute(ordered)).all()
-    following = _encode_cursor(orderby, rows[-1][1:]) if len(rows) == size else None
-    return SearchResult(count, [row[0] for row in rows], following)
+        return SearchResult((await session.execute(counting)).scalar_one(), [])
+    rows = (await session.execute(page.order_by(*(key.clause for key in keys)).limit(size))).all()
+    if rows:
+        count = rows[0][0]
+    elif first == 1 and after is None:
+        count = 0  # not even the first match
+    else:  # a page past the end: no row to carry the count
+        count = (await session.execute(counting)).scalar_one()
+    following = _encode_cursor(orderby, rows[-1][2:]) if len(rows) == size else None
+    return SearchResult(count, [row[1] for row in rows], following)
 
 
 _SIDES = ("west", "south", "east", "north")

@@ -311,6 +311,19 @@ async def test_first_and_last_select_a_one_based_window(session: AsyncSession) -
     assert names(await query(session, first=5, last=4)) == []
 
 
+async def test_a_page_past_the_end_or_without_matches_still_counts(
+    session: AsyncSession,
+) -> None:
+    past = await query(session, BOB, first=len(ALL), last=len(ALL) + 5)
+    assert (past.count, past.resources) == (len(ALL) - 5, [])
+    last_page = await query(session, BOB, first=1, last=len(ALL) - 5)
+    assert last_page.next is not None  # a full page: the cursor past it finds nothing more
+    beyond = await query(session, BOB, last=10, after=last_page.next)
+    assert (beyond.count, beyond.resources, beyond.next) == (len(ALL) - 5, [], None)
+    none = await query(session, BOB, filter_text="size>1000000")
+    assert (none.count, none.resources) == (0, [])
+
+
 async def test_last_zero_only_counts(session: AsyncSession) -> None:
     result = await query(session, BOB, last=0)
     assert (result.count, result.resources, result.next) == (len(ALL) - 5, [], None)
