@@ -190,7 +190,7 @@ class ReverseProxy:
         client = request.client.host if request.client else "unknown"
         headers += [
             ("x-forwarded-for", client),
-            ("x-forwarded-proto", request.url.scheme),
+            ("x-forwarded-proto", request.scope.get("scheme", "http")),  # no URL object built
             ("x-forwarded-host", request.headers.get("host", "")),
             ("authorization", f"Bearer {self.tokens.token_for(identity)}"),
         ]
