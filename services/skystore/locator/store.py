@@ -284,6 +284,10 @@ async def complete_delete_bucket(session: AsyncSession, *, name: str) -> None:
     await session.execute(sa.delete(buckets).where(buckets.c.id == row.id))
 
 
+def _by_region(copy: Locator) -> str:
+    return copy.region
+
+
 def locator_of(row: sa.Row[Any]) -> Locator:
     return Locator(
         id=row.id,
@@ -425,14 +429,14 @@ async def start_upload(session: AsyncSession, *, request: UploadStart, now: date
             upload_id=uuid.uuid4().hex if request.multipart else None,
             started=now,
         )
-        .returning(objects.c.id)
+        .returning(objects)
     )
-    object_id = result.scalar_one()
-    await session.execute(
-        sa.insert(locators),
+    row = result.one()
+    copies = await session.execute(
+        sa.insert(locators).returning(locators, sort_by_parameter_order=True),
         [
             {
-                "object_id": object_id,
+                "object_id": row.id,
                 "region": region,
                 "physical_bucket": found.physical_in(region).name,  # type: ignore[union-attr]
                 "physical_key": uid,
@@ -441,11 +445,10 @@ async def start_upload(session: AsyncSession, *, request: UploadStart, now: date
                 "created": now,
                 "last_access": now,
             }
-            for region in wanted
+            for region in sorted(wanted)
         ],
     )
-    row = (await session.execute(sa.select(objects).where(objects.c.id == object_id))).one()
-    return await object_info(session, row, request.bucket)
+    return object_from_row(row, request.bucket, [locator_of(c) for c in copies])
 
 
 async def set_physical_upload(
@@ -519,36 +522,43 @@ async def complete_upload(
         )
     check_transition(f"upload of {row.key!r}", current, State.READY)
     retired = await _retire_current(session, row.bucket_id, row.key)
-    await session.execute(
-        sa.update(objects)
-        .where(objects.c.id == object_id)
-        .values(
-            status=State.READY,
-            generation=generation,
-            size=done.size,
-            etag=done.etag,
-            checksum=done.checksum,
-            last_modified=now,
+    row = (
+        await session.execute(
+            sa.update(objects)
+            .where(objects.c.id == object_id)
+            .values(
+                status=State.READY,
+                generation=generation,
+                size=done.size,
+                etag=done.etag,
+                checksum=done.checksum,
+                last_modified=now,
+            )
+            .returning(objects)
         )
-    )
-    written = set(done.regions)
+    ).one()
+    written = sorted(set(done.regions))
     copies = (
-        await session.execute(sa.select(locators).where(locators.c.object_id == object_id))
-    ).all()
-    if not written & {c.region for c in copies}:
-        raise InvalidInput(f"none of {sorted(written)} holds a copy of this upload")
-    for copy in copies:
-        target = State.READY if copy.region in written else State.PENDING_DELETION
         await session.execute(
             sa.update(locators)
-            .where(locators.c.id == copy.id)
-            .values(status=target, last_access=now, physical_upload_id=None)
+            .where(locators.c.object_id == object_id)
+            .values(
+                status=sa.case(
+                    (locators.c.region.in_(written), State.READY.value),
+                    else_=State.PENDING_DELETION.value,
+                ),
+                last_access=now,
+                physical_upload_id=None,
+            )
+            .returning(locators)
         )
+    ).all()
+    if not any(c.status == State.READY for c in copies):
+        raise InvalidInput(f"none of {written} holds a copy of this upload")
     bucket = (
         await session.execute(sa.select(buckets.c.name).where(buckets.c.id == row.bucket_id))
     ).scalar_one()
-    row = (await session.execute(sa.select(objects).where(objects.c.id == object_id))).one()
-    info = await object_info(session, row, bucket)
+    info = object_from_row(row, bucket, sorted(map(locator_of, copies), key=_by_region))
     await events.announce(
         session,
         "created",
