@@ -117,7 +117,7 @@ class ReverseProxy:
         headers = self._request_headers(request, identity)
         has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
         if route.critical:
-            return await self._forward_critical(request, route, upstream, path, headers)
+            return await self._forward_critical(request, route, upstream, path, headers, identity)
         body = _capped(request.stream(), route.max_body) if has_body else None
         query = request.scope.get("query_string", b"")
         retriable = _retriable(request, has_body)
@@ -138,10 +138,11 @@ class ReverseProxy:
         upstream: Upstream,
         path: str,
         headers: list[tuple[str, str]],
+        identity: Identity,
     ) -> Response:
         """Critical payloads are small and signed whole: the request body is read and its
-        device signature checked before anything goes upstream; the response is read,
-        signed with the gateway's key, then sent."""
+        device signature (by a key the caller registered) checked before anything goes
+        upstream; the response is read, signed with the gateway's key, then sent."""
         body = b""
         if request.method in _METHODS_WITH_BODY:
             try:
@@ -155,6 +156,7 @@ class ReverseProxy:
                 request.method,
                 request.url.path,
                 body,
+                caller=identity.principal,
             )
         # Signed as sent: no content coding between the signature and the bytes it covers.
         headers = [(n, v) for n, v in headers if n != "accept-encoding"]

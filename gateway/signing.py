@@ -102,8 +102,11 @@ class DeviceSignatures:
         self.database = database
         self._clock = clock
 
-    async def verify(self, signature: str | None, method: str, path: str, body: bytes) -> str:
-        """The device key id that signed this request; Unauthorized saying why otherwise."""
+    async def verify(
+        self, signature: str | None, method: str, path: str, body: bytes, *, caller: str
+    ) -> str:
+        """The device key id that signed this request for `caller` (the principal it comes
+        from, who must have registered the key); Unauthorized saying why otherwise."""
         if not signature:
             raise Unauthorized(
                 f"missing device signature: {path} needs an {DEVICE_SIGNATURE_HEADER} header"
@@ -111,10 +114,19 @@ class DeviceSignatures:
         kid = self._kid(signature)
         device_id = kid if kid.startswith("device-key/") else f"device-key/{kid}"
         async with self.database() as session:
-            jwk = await session.scalar(sa.select(devices.c.jwk).where(devices.c.id == device_id))
-        if jwk is None:
+            found = (
+                await session.execute(
+                    sa.select(devices.c.owner, devices.c.jwk).where(devices.c.id == device_id)
+                )
+            ).first()
+        if found is None:
             raise Unauthorized(f"device signature: no registered device key {device_id!r}")
-        header = verify_detached(body, signature, JWKSet([{**jwk, "kid": kid}]))
+        header = verify_detached(body, signature, JWKSet([{**found.jwk, "kid": kid}]))
+        if found.owner != caller:
+            raise Unauthorized(
+                f"device signature: {device_id} is registered to {found.owner}, "
+                f"and this request comes from {caller}"
+            )
         self._check_binding(header, method, path)
         expires = self._check_times(header)
         await self._use_nonce(device_id, header.get("nonce"), expires)

@@ -129,3 +129,16 @@ async def test_tampered_or_moved_request_is_refused(
     response = await _post(client, moved)
     assert response.status_code == 401
     assert "not POST /evacuation/location" in response.json()["detail"]
+
+
+async def test_a_device_key_signs_only_for_the_principal_that_registered_it(
+    gateway: ThreadedServer, client_of: Clients, probe: Probe
+) -> None:
+    device = await _registered_device(client_of(gateway))  # registered by user/admin
+    stranger = client_of(gateway)  # no session: anonymous
+    response = await _post(stranger, sign_device_request(device, "POST", PATH, LOCATION))
+    assert response.status_code == 401
+    detail = response.json()["detail"]
+    assert f"device-key/{device.kid} is registered to user/admin" in detail
+    assert "group/extract-anon" in detail
+    assert probe.requests == []
