@@ -366,37 +366,28 @@ async def selection(
     collection: str,
     identity: Identity,
     filter_text: str | Sequence[str] | None,
+    *,
+    plan_settings: bool = False,
 ) -> ColumnElement[bool]:
-    """The resources a search selects: in the collection, visible, matching every filter."""
+    """The resources a search selects: in the collection, visible, matching every filter.
+    `plan_settings`: on PostgreSQL, the transaction's statements from now on are planned as
+    searches should be (`_PLAN_SETTINGS`), set by the same statement as the probe below."""
     texts = [filter_text] if isinstance(filter_text, str) else list(filter_text or ())
     trees = [parse_filter(text) for text in texts if text.strip()]
+    arrays = await _probe(session, collection, filtered=bool(trees), plan_settings=plan_settings)
     scope = sa.and_(catalog_resources.c.collection == collection, visible_to(identity))
     matches = {
         geo: await geo_matches(session, scope, geo)
         for tree in trees
         for geo in geo_comparisons(tree)
     }
-    # Hot attributes almost never hold arrays: when none in the collection does (one probe of
-    # a partial index), their comparisons are the plain indexed columns, which plan better.
-    arrays = (
-        bool(trees)
-        and (
-            await session.execute(
-                sa.select(
-                    sa.exists().where(
-                        catalog_resources.c.collection == collection, catalog_resources.c.hot_arrays
-                    )
-                )
-            )
-        ).scalar_one()
-    )
     conditions = [compile_filter(tree, geo_matches=matches, hot_arrays=arrays) for tree in trees]
     return sa.and_(scope, *conditions)
 
 
-_SEARCH_SETTINGS = sa.text(
-    "SELECT set_config('jit', 'off', true),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+_PLAN_SETTINGS = (
+    sa.func.set_config("jit", "off", True),
+    sa.func.set_config("plan_cache_mode", "force_custom_plan", True),
 )
 """PostgreSQL, for the searching transaction. No JIT: the JSON guards inflate cost estimates
 past jit_above_cost, and compiling the plan would take longer (~80 ms) than running it.
@@ -404,6 +395,29 @@ Custom plans only: the statements are prepared (asyncpg), and after five runs Po
 plan one for any value of its parameters, which misjudges a filter's bound values
 (`collection = $1`, `hot_state_s = $2`): on 100k records, the bench's search went from 44 ms
 p95 to 27 ms planning each time."""
+
+
+async def _probe(
+    session: AsyncSession, collection: str, *, filtered: bool, plan_settings: bool
+) -> bool:
+    """Whether a hot attribute holds an array in some resource of the collection (asked only
+    of a filtered search), in one statement with the plan settings if they are wanted.
+
+    Hot attributes almost never hold arrays: when none in the collection does (one probe of
+    a partial index), their comparisons are the plain indexed columns, which plan better."""
+    columns: list[ColumnElement[Any]] = []
+    if filtered:
+        columns.append(
+            sa.exists().where(
+                catalog_resources.c.collection == collection, catalog_resources.c.hot_arrays
+            )
+        )
+    if plan_settings and session.get_bind().dialect.name == "postgresql":
+        columns += _PLAN_SETTINGS
+    if not columns:
+        return False
+    row = (await session.execute(sa.select(*columns))).one()
+    return filtered and bool(row[0])
 
 
 async def search(
@@ -424,9 +438,7 @@ async def search(
         raise InvalidInput(f"first: must be 1 or more, got {first}", detail={"first": first})
     if last is not None and last < 0:
         raise InvalidInput(f"last: must be 0 or more, got {last}", detail={"last": last})
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_SEARCH_SETTINGS)
-    where = await selection(session, collection, identity, filter_text)
+    where = await selection(session, collection, identity, filter_text, plan_settings=True)
     keys = _sort_keys(orderby)
     if last is None:
         last = first + MAX_WINDOW - 1
