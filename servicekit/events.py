@@ -296,6 +296,53 @@ async def connect_nats(
     return client
 
 
+class BackgroundNats:
+    """A NATS client connected in the background, waiting for the server as long as it takes,
+    then `on_connected(client)`; the callbacks of connect_nats are passed through."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        on_connected: Callable[[Client], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[], Awaitable[None]] | None = None,
+        on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._url = url
+        self._name = name
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_reconnected = on_reconnected
+        self.client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name=f"nats-{self._name}")
+
+    async def _connect(self) -> None:
+        self.client = await connect_nats(
+            self._url,
+            name=self._name,
+            on_disconnected=self._on_disconnected,
+            on_reconnected=self._on_reconnected,
+        )
+        if self._on_connected is not None:
+            await self._on_connected(self.client)
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.client is not None:
+            await self.client.close()
+
+
 def nats_check(client: Client, *, timeout: float = 1.0) -> Callable[[], Awaitable[None]]:
     """A readiness check: returns when the server answers a PING, else ServiceUnavailable."""
 

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from servicekit.cloudevents import CloudEvent
 from servicekit.errors import ServiceUnavailable
 from servicekit.events import (
+    BackgroundNats,
     EventPublisher,
     EventSubscriber,
     connect_nats,
@@ -299,3 +300,37 @@ async def test_a_subscriber_keeps_consuming_across_a_server_restart(
     finally:
         await subscriber.stop()
         await client.close()
+
+
+async def test_background_nats_waits_for_the_server_and_reports_its_changes(
+    nats_server: NatsServer,
+) -> None:
+    seen: list[str] = []
+
+    async def connected(client: Client) -> None:
+        seen.append("connected" if client.is_connected else "not connected")
+
+    async def note(what: str) -> None:
+        seen.append(what)
+
+    nats_server.stop()
+    background = BackgroundNats(
+        nats_server.url,
+        name="test-background",
+        on_connected=connected,
+        on_disconnected=lambda: note("disconnected"),
+        on_reconnected=lambda: note("reconnected"),
+    )
+    background.start()
+    try:
+        assert not background.connected
+        nats_server.start()  # the first connection waits for it
+        await eventually(lambda: background.connected, within=15.0)
+        assert seen == ["connected"]
+        nats_server.stop()
+        await eventually(lambda: "disconnected" in seen, within=10.0)
+        nats_server.start()
+        await eventually(lambda: seen[-1] == "reconnected", within=15.0)
+    finally:
+        await background.stop()
+    assert not background.connected

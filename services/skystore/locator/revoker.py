@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import nats.errors
-from nats.aio.client import Client
 
-from servicekit.events import connect_nats
+from servicekit.events import BackgroundNats
 from services.skystore.leases_wire import Revocation, revocation_subject
 
 __all__ = ["NatsRevoker"]
@@ -19,27 +15,22 @@ class NatsRevoker:
     while they can be revoked."""
 
     def __init__(self, url: str, *, timeout: float = 1.0) -> None:
-        self._url = url
+        self._nats = BackgroundNats(url, name="skystore-locator-leases")
         self._timeout = timeout
-        self._client: Client | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._connect(), name="skystore-lease-revoker")
-
-    async def _connect(self) -> None:
-        self._client = await connect_nats(self._url, name="skystore-locator-leases")
+        self._nats.start()
 
     @property
     def ready(self) -> bool:
-        return self._client is not None and self._client.is_connected
+        return self._nats.connected
 
     async def revoke(self, holder: str, revocation: Revocation) -> bool:
-        if not self.ready:
+        client = self._nats.client
+        if client is None or not client.is_connected:
             return False
-        assert self._client is not None
         try:
-            await self._client.request(
+            await client.request(
                 revocation_subject(holder), revocation.encode(), timeout=self._timeout
             )
         except (nats.errors.Error, TimeoutError):
@@ -47,9 +38,4 @@ class NatsRevoker:
         return True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._client is not None:
-            await self._client.close()
+        await self._nats.stop()
