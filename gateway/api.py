@@ -211,7 +211,7 @@ def gateway_api_router() -> APIRouter:
         offset, limit = search.window()
         if caller.identity.is_admin:
             count, found = await request.app.state.sessions.search(
-                order=search.order_clauses(), offset=offset, limit=limit
+                order=search.order_clauses(), offset=offset, limit=limit, where=search.where
             )
         elif caller.session is not None:  # as on Nuvla: a user sees the current session
             count, found = await request.app.state.sessions.search(
@@ -219,6 +219,7 @@ def gateway_api_router() -> APIRouter:
                 offset=offset,
                 limit=limit,
                 session_id=caller.session.id,
+                where=search.where,
             )
         else:
             count, found = 0, []

@@ -1,18 +1,21 @@
-"""Nuvla collection parameters on the `session` collection: `first`/`last`, `orderby`, `select`.
+"""Nuvla collection parameters on the `session` collection: `filter`, `first`/`last`,
+`orderby`, `select`.
 
 As on Nuvla, a caller sees its own current session only; `group/extract-admin` sees every live
-session. `filter` (and `aggregation`) answer 400 for now: the CIMI filter parser lives in the
-catalog, and the gateway imports no service (see README "Not yet").
+session. Filters are CIMI filters (servicekit.cimi_filter) over the session's attributes,
+compiled to SQL; full-text and geo terms, and `aggregation`, answer 400.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from gateway.tables import sessions
+from servicekit.cimi_filter import And, Filter, GeoComparison, Or, attributes, parse_filter
 from servicekit.errors import InvalidInput
 
 __all__ = ["MAX_WINDOW", "SessionSearch"]
@@ -29,10 +32,8 @@ _SORTABLE: dict[str, sa.Column[Any]] = {
     "expiry": sessions.c.expiry,
 }
 _ALWAYS_SELECTED = ("id", "resource-type")
-_UNSUPPORTED = {
-    "filter": "CIMI filters on session are not supported by the gateway yet",
-    "aggregation": "aggregations on session are not supported by the gateway",
-}
+_UNSUPPORTED = {"aggregation": "aggregations on session are not supported by the gateway"}
+_DATES = frozenset({"created", "updated", "expiry"})
 _DEFAULT_ORDER = (("created", True),)
 
 
@@ -68,6 +69,62 @@ def _orderby(values: list[str]) -> tuple[tuple[str, bool], ...]:
     return tuple(keys) or _DEFAULT_ORDER
 
 
+def _where(texts: list[str]) -> sa.ColumnElement[bool] | None:
+    """The filters (repeated = AND) as a condition on the sessions table."""
+    terms = [parse_filter(text) for text in texts if text.strip()]
+    unknown = sorted({name for term in terms for name in attributes(term)} - set(_SORTABLE))
+    if unknown:
+        raise InvalidInput(
+            f"filter: sessions have no attribute {unknown[0]!r}; use one of {', '.join(_SORTABLE)}",
+            detail={"field": "filter"},
+        )
+    return sa.and_(*map(_condition, terms)) if terms else None
+
+
+def _condition(node: Filter) -> sa.ColumnElement[bool]:
+    if isinstance(node, And):
+        return sa.and_(*map(_condition, node.terms))
+    if isinstance(node, Or):
+        return sa.or_(*map(_condition, node.terms))
+    if isinstance(node, GeoComparison) or node.op == "==":
+        raise InvalidInput(
+            f"filter: {node.op} does not apply to session attributes", detail={"field": "filter"}
+        )
+    column, value = _SORTABLE[node.attribute], node.value
+    if value is None:
+        return column.is_(None) if node.op == "=" else column.is_not(None)
+    if isinstance(value, tuple):
+        members = column.in_([_typed(node.attribute, v) for v in value])
+        return members if node.op == "=" else ~members
+    if node.op == "^=":
+        return column.startswith(str(value), autoescape=True)
+    typed = _typed(node.attribute, value)
+    return {
+        "=": column == typed,
+        "!=": column != typed,
+        "<": column < typed,
+        "<=": column <= typed,
+        ">": column > typed,
+        ">=": column >= typed,
+    }[node.op]
+
+
+def _typed(attribute: str, value: object) -> str | datetime:
+    """`value` as the attribute's column holds it: a date for the dates, else a string."""
+    if attribute not in _DATES:
+        return str(value)
+    if isinstance(value, datetime):
+        return value
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"filter: {attribute} compares with a date, not {value!r:.40}",
+            detail={"field": "filter"},
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _select(values: list[str]) -> tuple[str, ...]:
     names = [name.strip() for value in values for name in value.split(",")]
     names = [name for name in names if name]
@@ -82,6 +139,7 @@ class SessionSearch:
     select: tuple[str, ...] = ()
     first: int = 1
     last: int | None = None
+    where: sa.ColumnElement[bool] | None = None
 
     @classmethod
     def parse(cls, pairs: list[tuple[str, str]]) -> SessionSearch:
@@ -106,6 +164,7 @@ class SessionSearch:
             select=_select(values.get("select", [])),
             first=first or 1,
             last=last,
+            where=_where(values.get("filter", [])),
         )
 
     def order_clauses(self) -> list[sa.ColumnElement[Any]]:

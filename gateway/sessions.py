@@ -144,12 +144,15 @@ class SessionStore:
         offset: int,
         limit: int,
         session_id: str | None = None,
+        where: sa.ColumnElement[bool] | None = None,
     ) -> tuple[int, list[LoginSession]]:
-        """(how many live sessions there are, one page of them in `order`); only the session
-        `session_id` when one is named."""
+        """(how many live sessions match `where`, one page of them in `order`); only the
+        session `session_id` when one is named."""
         live = sessions.c.expiry > utc_now()
         if session_id is not None:
             live = sa.and_(live, sessions.c.id == session_id)
+        if where is not None:
+            live = sa.and_(live, where)
         async with self.database() as session:
             count = (
                 await session.execute(sa.select(sa.func.count()).select_from(sessions).where(live))

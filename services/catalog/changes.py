@@ -43,13 +43,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from servicekit.cimi_filter import Filter, GeoComparison, parse_filter
 from servicekit.cloudevents import CloudEvent
 from servicekit.db import utc_now
 from servicekit.errors import ExtractError
 from servicekit.outbox import outbox_events
 from servicekit.security import Identity, SigningKey, sign_event
 from services.catalog import acl
-from services.catalog.filters import Filter, GeoComparison, parse_filter
 from services.catalog.geo import geo_comparisons, geo_matches
 from services.catalog.query import compile_filter, upsert_parameters, upsert_statement
 from services.catalog.tables import catalog_resources

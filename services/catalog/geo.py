@@ -22,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from services.catalog.filters import And, Filter, GeoComparison, Or
+from servicekit.cimi_filter import And, Filter, GeoComparison, Or
 from services.catalog.sqlparts import JsonPath, per_dialect
 from services.catalog.tables import catalog_resources, geo_box
 

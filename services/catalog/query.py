@@ -56,11 +56,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from servicekit.cimi_filter import And, Comparison, Filter, GeoComparison, Or, parse_filter
 from servicekit.db import utc_now
 from servicekit.errors import InvalidInput
 from servicekit.security import Identity
 from services.catalog.acl import principals_with
-from services.catalog.filters import And, Comparison, Filter, GeoComparison, Or, parse_filter
 from services.catalog.fulltext import fulltext_match, index_texts, unindex_texts
 from services.catalog.geo import as_geometry, geo_comparisons, geo_matches
 from services.catalog.sqlparts import (

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from servicekit.cimi_filter import attributes, parse_filter
 from servicekit.db import utc_now
 from servicekit.errors import (
     Conflict,
@@ -26,7 +27,6 @@ from servicekit.errors import (
 from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
 from services.catalog import acl, dataobjects, modelrecords, s3services, store, subscriptions
 from services.catalog.aggregations import aggregate, parse_specs
-from services.catalog.filters import attributes, parse_filter
 from services.catalog.query import normalize_timestamp, search
 from services.catalog.schemas import (
     COLLECTIONS,

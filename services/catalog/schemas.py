@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from servicekit.cimi_filter import parse_filter
 from servicekit.errors import InvalidInput
 from servicekit.hashing import HASH_ALGORITHMS
-from services.catalog.filters import parse_filter
 from services.catalog.geo import as_geometry
 from services.catalog.subscriptions import COLLECTION as SUBSCRIPTION_COLLECTION
 from services.catalog.subscriptions import SECRET_KEY as WEBHOOK_SECRET

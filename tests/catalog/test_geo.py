@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.catalog.filters import parse_filter
+from servicekit.cimi_filter import parse_filter
 from services.catalog.geo import as_geometry, geo_comparisons
 
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.catalog
+from servicekit.cimi_filter import parse_filter
 from servicekit.db import create_engine, session_factory
 from servicekit.errors import InvalidInput
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
-from services.catalog.filters import parse_filter
 from services.catalog.query import (
     MAX_WINDOW,
     compile_filter,

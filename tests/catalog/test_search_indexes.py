@@ -15,10 +15,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 import services.catalog
+from servicekit.cimi_filter import GeoComparison
 from servicekit.db import create_engine, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
-from services.catalog.filters import GeoComparison
 from services.catalog.geo import boxed_candidates
 from services.catalog.query import insert_resources, order_by, selection
 from services.catalog.tables import catalog_resources

@@ -1,4 +1,5 @@
-"""Searching the session collection with Nuvla's parameters: paging, ordering, selecting."""
+"""Searching the session collection with Nuvla's parameters: filters, paging, ordering,
+selecting."""
 
 from __future__ import annotations
 
@@ -110,7 +111,10 @@ async def test_a_user_sees_only_the_current_session(
 @pytest.mark.parametrize(
     ("query", "named"),
     [
-        ("filter=user='user/admin'", "filter"),
+        ("filter=token_hash='x'", "token_hash"),
+        ("filter=user=='admin'", "=="),
+        ("filter=created>'yesterday'", "created"),
+        ("filter=user='user/admin' and", "Invalid CIMI filter"),
         ("aggregation=terms:user", "aggregation"),
         ("orderby=token_hash", "orderby"),
         ("orderby=created:sideways", "orderby"),
@@ -127,3 +131,24 @@ async def test_unsupported_or_bad_parameters_get_a_400_saying_which(
     response = await client.get(f"/api/session?{query}")
     assert response.status_code == 400
     assert named in response.json()["message"]
+
+
+async def test_filters_select_sessions_by_their_attributes(
+    admin_sessions: tuple[ThreadedServer, httpx.AsyncClient, list[str]],
+) -> None:
+    _, client, ids = admin_sessions
+
+    async def matching(*filters: str) -> list[str]:
+        query = urlencode([("filter", f) for f in filters] + [("orderby", "created:asc")])
+        found = (await client.get(f"/api/session?{query}")).json()
+        assert found["count"] == len(found["resources"])
+        return [r["id"] for r in found["resources"]]
+
+    assert await matching("user='user/admin' and method='password'") == ids
+    assert await matching(f"id='{ids[1]}' or id='{ids[2]}'") == ids[1:]
+    assert await matching(f"id=['{ids[0]}' '{ids[2]}']") == [ids[0], ids[2]]
+    assert await matching("user^='user/'", f"id!='{ids[0]}'") == ids[1:]  # repeated: AND
+    assert await matching("identifier!=null", "expiry>2026-01-01T00:00:00Z") == ids
+    assert await matching("method='api-key'") == []
+    second = (await client.get(f"/api/session?filter=id='{ids[1]}'")).json()["resources"]
+    assert await matching(f"created<'{second[0]['created']}'") == ids[:1]

@@ -1,12 +1,11 @@
-"""Tests for the CIMI filter grammar in services/catalog/filters.py."""
+"""Tests for the CIMI filter grammar in servicekit/cimi_filter.py."""
 
 from datetime import UTC, datetime
 
 import pytest
 import shapely
 
-from servicekit.errors import InvalidInput
-from services.catalog.filters import (
+from servicekit.cimi_filter import (
     MAX_DEPTH,
     And,
     Comparison,
@@ -17,6 +16,7 @@ from services.catalog.filters import (
     parse_filter,
     to_text,
 )
+from servicekit.errors import InvalidInput
 
 
 def c(attribute, op, value):
