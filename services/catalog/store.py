@@ -4,13 +4,17 @@ changes.py) happens in one place, in the caller's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from servicekit.errors import InvalidInput
 from services.catalog import changes
 from services.catalog.query import delete_resource, put_resources
+from services.catalog.tables import HOT_ATTRIBUTES
 
 __all__ = ["remove", "save", "save_many"]
 
@@ -52,6 +56,35 @@ async def save_many(
     statement when nothing watches it (changes.create)."""
     if not writes:
         return
+    with _fitting_the_indexes():
+        await _save_many(session, writes, ends_transaction=ends_transaction)
+
+
+_PROGRAM_LIMIT_EXCEEDED = "54000"
+
+
+@contextmanager
+def _fitting_the_indexes() -> Iterator[None]:
+    # PostgreSQL refuses an index row over ~2.7 kB ("program limit exceeded"): a hot attribute
+    # that long is the caller's input to shorten, not a server fault.
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _PROGRAM_LIMIT_EXCEEDED:
+            raise
+        raise InvalidInput(
+            "a value is too long for the catalog's indexes: keep each of "
+            f"{', '.join(sorted(HOT_ATTRIBUTES))} under 2,000 bytes",
+            detail={"attributes": sorted(HOT_ATTRIBUTES)},
+        ) from None
+
+
+async def _save_many(
+    session: AsyncSession,
+    writes: Sequence[tuple[Mapping[str, Any] | None, dict[str, Any]]],
+    *,
+    ends_transaction: bool,
+) -> None:
     ids = [after["id"] for _, after in writes]
     collection = _collection(ids[0])
     if len(writes) > 1 and (
@@ -60,7 +93,7 @@ async def save_many(
         or any(_collection(resource_id) != collection for resource_id in ids)
     ):
         for write in writes:
-            await save_many(session, [write])
+            await _save_many(session, [write], ends_transaction=False)
         return
     afters = [after for _, after in writes]
     if len(writes) == 1 and writes[0][0] is None and _postgresql(session):
