@@ -24,9 +24,10 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     return subprocess.run([*EXTRACT, *args], env=env, capture_output=True, text=True, timeout=180)
 
 
-@pytest.fixture
-def local_stack(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """One local stack for the module's tests (each `extract up` costs tens of seconds)."""
+    home = tmp_path_factory.mktemp("stack") / "home"
     env = {**os.environ, "EXTRACT_HOME": str(home)}
     for part in PARTS:
         seaweed = part.name in ("s3-edge", "s3-cloud")
