@@ -83,6 +83,12 @@ class S3Http:
         headers = self._signed(method, path, headers)
         return self._http.build_request(method, path, headers=headers, content=content)
 
+    def _unreachable(self, exc: Exception, bucket: str, key: str) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"S3 at {self._endpoint.url} is unreachable: {exc}",
+            detail={"bucket": bucket, "key": key, "endpoint": self._endpoint.url},
+        )
+
     async def _send(self, request: httpx.Request, bucket: str, key: str) -> httpx.Response:
         try:
             response = await self._http.send(request, stream=True)
@@ -92,10 +98,7 @@ class S3Http:
                 f"the body does not match its declared length: {exc}", code="IncompleteBody"
             ) from exc
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"S3 at {self._endpoint.url} is unreachable: {exc}",
-                detail={"bucket": bucket, "key": key, "endpoint": self._endpoint.url},
-            ) from exc
+            raise self._unreachable(exc, bucket, key) from exc
         if response.status_code >= 300:
             try:
                 body = await response.aread()
@@ -116,10 +119,7 @@ class S3Http:
         try:
             response = await self._aio().get(url, headers=self._signed("GET", path, headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(
-                f"S3 at {self._endpoint.url} is unreachable: {exc}",
-                detail={"bucket": bucket, "key": key, "endpoint": self._endpoint.url},
-            ) from exc
+            raise self._unreachable(exc, bucket, key) from exc
         if response.status >= 300:
             try:
                 body = await response.read()
