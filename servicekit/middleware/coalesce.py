@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from servicekit.socket_relay import ClientConnection
+
 __all__ = ["CoalescingMiddleware"]
 
 _FLUSH_AT = 64 * 1024
@@ -52,6 +54,9 @@ class _GatheringTransport:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def get_write_buffer_size(self) -> int:
+        return self._size + self._transport.get_write_buffer_size()
+
     def close(self) -> None:
         self.flush()
         self._transport.close()
@@ -62,7 +67,8 @@ class _GatheringTransport:
 
 class CoalescingMiddleware:
     """Engages only under uvicorn, whose `send` is a method of the response cycle holding the
-    connection's transport; any other server gets the app unchanged."""
+    connection's transport; any other server gets the app unchanged. Being outermost, it also
+    publishes the client connection for a body relayed past uvicorn (servicekit.socket_relay)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -73,6 +79,8 @@ class CoalescingMiddleware:
         if scope["type"] != "http" or transport is None or not hasattr(transport, "is_closing"):
             await self.app(scope, receive, send)
             return
+        if (connection := ClientConnection.of(scope, send)) is not None:
+            connection.publish(scope)
         gathering = _GatheringTransport(transport, asyncio.get_running_loop())
         cycle.transport = gathering  # type: ignore[union-attr]
         try:

@@ -100,6 +100,15 @@ class ProxySettings(ServiceSettings):
     key_cache_seconds: float = Field(30.0, description="how long an access key stays cached")
     presign_max_seconds: int = Field(7 * 24 * 3600, description="longest presigned URL validity")
     clock_skew_seconds: int = Field(900, description="largest accepted x-amz-date skew")
+    relay_min_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="GET bodies at least this long go from a plain-HTTP region's socket to a "
+        "plain-HTTP client's inside the kernel (splice, Linux); 0 = always stream through Python",
+    )
+    relay_timeout: float = Field(
+        60.0, gt=0, description="longest wait for either side of a relayed GET body, seconds"
+    )
     object_cache_entries: int = Field(
         100_000,
         ge=0,

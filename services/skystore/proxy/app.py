@@ -125,12 +125,26 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                     ["source"],
                     registry=app.state.metrics.registry,
                 )
+                bodies_sent = Counter(
+                    "skystore_get_bodies",
+                    "GET bodies sent, by path: buffered, streamed through Python, or relayed "
+                    "socket to socket in the kernel",
+                    ["path"],
+                    registry=app.state.metrics.registry,
+                )
                 cache = ObjectCache(uuid.uuid4().hex, settings.object_cache_entries)
                 listener = LeaseListener(settings.nats_url, cache)
                 if settings.nats_url and settings.object_cache_entries > 0:
                     listener.start()
                 app.state.proxy = Proxy(
-                    settings, locator, regions, clock, bytes_read, cache, records_served
+                    settings,
+                    locator,
+                    regions,
+                    clock,
+                    bytes_read,
+                    cache,
+                    records_served,
+                    bodies_sent,
                 )
                 try:
                     yield

@@ -5,6 +5,8 @@ goes through the region's aiobotocore client."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -28,10 +30,30 @@ READ_BUFFER = 4 * 1024 * 1024
 SIGNING_REGION = "us-east-1"
 
 
+class SocketGet:
+    """A GET whose head has been read, its socket left at the body for a relay (SocketBody)."""
+
+    def __init__(self, connection: http.client.HTTPConnection, prefix: bytes, length: int) -> None:
+        self._connection = connection
+        self.prefix = prefix
+        self.length = length
+
+    def fileno(self) -> int:
+        assert self._connection.sock is not None
+        return self._connection.sock.fileno()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 class S3Http:
     def __init__(self, endpoint: S3Endpoint, *, timeout: float = 60.0) -> None:
         self._endpoint = endpoint
-        self._host = urlsplit(endpoint.url).netloc
+        parts = urlsplit(endpoint.url)
+        self._host = parts.netloc
+        # Plain HTTP only: a relay moves bytes between sockets, and TLS is not bytes on a socket.
+        self.relays = parts.scheme == "http"
+        self._timeout_seconds = timeout
         self._http = httpx.AsyncClient(
             base_url=endpoint.url,
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -127,6 +149,43 @@ class S3Http:
                 response.release()
             raise _error(response.status, body, bucket=bucket, key=key)
         return response.headers, _aio_chunks(response)
+
+    async def get_socket(
+        self, bucket: str, key: str, *, range_header: str | None = None
+    ) -> tuple[Mapping[str, str], SocketGet]:
+        """(the response headers, the body left on its socket); close the body when done.
+        On a connection of its own, made for this body: blocking, so it runs in a thread."""
+        path = _path(bucket, key)
+        headers = {"accept-encoding": "identity"}
+        if range_header:
+            headers["range"] = range_header
+        signed = self._signed("GET", path, headers)
+        try:
+            return await asyncio.to_thread(self._get_socket, path, signed, bucket, key)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc, bucket, key) from exc
+
+    def _get_socket(
+        self, path: str, headers: dict[str, str], bucket: str, key: str
+    ) -> tuple[Mapping[str, str], SocketGet]:
+        parts = urlsplit(self._endpoint.url)
+        connection = http.client.HTTPConnection(
+            parts.hostname or "", parts.port, timeout=self._timeout_seconds
+        )
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            if response.status >= 300:
+                raise _error(response.status, response.read(), bucket=bucket, key=key)
+            length = int(response.headers["content-length"])
+            # Body bytes that arrived with the head sit in the reader's buffer; the rest is
+            # still on the socket. peek() returns what is buffered without reading past it.
+            buffered = response.fp.peek() if length else b""
+            prefix = response.fp.read(min(len(buffered), length))
+            return response.headers, SocketGet(connection, prefix, length)
+        except BaseException:
+            connection.close()
+            raise
 
     async def put(
         self, bucket: str, key: str, content: bytes | AsyncIterator[bytes], *, length: int

@@ -8,9 +8,11 @@ from urllib.parse import unquote
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
-from servicekit.errors import ExtractError, InvalidInput, NotFound
+from servicekit.errors import ExtractError, InvalidInput, NotFound, ServiceUnavailable
 from servicekit.s3 import translate_s3_error
+from servicekit.socket_relay import ClientConnection, RelayedResponse
 from services.skystore.policies import policy
 from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.body import Payload
@@ -181,12 +183,14 @@ async def head_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Requ
 async def get_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
     bucket = await proxy.bucket(s3.bucket, caller, write=False)
     info = await proxy.object(s3.bucket, s3.key)
+    client = ClientConnection.in_scope(request.scope)
     try:
-        return await _send(proxy, s3, bucket, info)
+        return await _send(proxy, s3, bucket, info, client)
     except NotFound:
         # The copy went away between lookup and read (an overwrite won, or the replica read
         # was evicted): read what the locator lists now.
-        return await _send(proxy, s3, bucket, await proxy.object(s3.bucket, s3.key, cached=False))
+        latest = await proxy.object(s3.bucket, s3.key, cached=False)
+        return await _send(proxy, s3, bucket, latest, client)
 
 
 async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator | None:
@@ -205,7 +209,9 @@ async def _copy_here(proxy: Proxy, info: ObjectInfo, source: Locator) -> Locator
         return None
 
 
-async def _send(proxy: Proxy, s3: S3Request, bucket: Bucket, info: ObjectInfo) -> Response:
+async def _send(
+    proxy: Proxy, s3: S3Request, bucket: Bucket, info: ObjectInfo, client: ClientConnection | None
+) -> Response:
     check_preconditions(s3.headers, info)
     size = info.size or 0
     chosen = parse_range(s3.headers.get("range"), size)
@@ -216,19 +222,55 @@ async def _send(proxy: Proxy, s3: S3Request, bucket: Bucket, info: ObjectInfo) -
     if not copy.is_base:
         proxy.note_read(copy)
     range_header = f"bytes={chosen[0]}-{chosen[1]}" if chosen else None
-    _, chunks = await proxy.open_copy(copy, range_header=range_header)
-    chunks = proxy.count_read(chunks, copy.region)
     status, length = 200, size
     if chosen is not None:
         status, length = 206, chosen[1] - chosen[0] + 1
         headers["Content-Range"] = f"bytes {chosen[0]}-{chosen[1]}/{size}"
     headers["Content-Length"] = str(length)
+    if client is not None and proxy.relays(copy, length):
+        return await _relayed(proxy, copy, range_header, client, status, headers, info)
+    _, chunks = await proxy.open_copy(copy, range_header=range_header)
+    chunks = proxy.count_read(chunks, copy.region)
     if length <= BUFFERED_GET:
         # Small bodies are read whole and sent at once: a streamed response costs a task
         # group and more writes, milliseconds that a 4 KiB GET cannot afford.
         body = b"".join([chunk async for chunk in chunks])
+        proxy.bodies_sent.labels(path="buffered").inc()
         return Response(body, status, headers=headers, media_type=info.content_type)
+    proxy.bodies_sent.labels(path="stream").inc()
     return StreamingResponse(chunks, status, headers=headers, media_type=info.content_type)
+
+
+async def _relayed(
+    proxy: Proxy,
+    copy: Locator,
+    range_header: str | None,
+    client: ClientConnection,
+    status: int,
+    headers: dict[str, str],
+    info: ObjectInfo,
+) -> Response:
+    http = proxy.regions.http(copy.region)
+    _, source = await http.get_socket(
+        copy.physical_bucket, copy.physical_key, range_header=range_header
+    )
+    length = int(headers["Content-Length"])
+    if source.length != length:
+        source.close()
+        raise ServiceUnavailable(
+            f"region {copy.region} has {source.length} bytes where the record says {length}",
+            detail={"bucket": info.bucket, "key": info.key},
+        )
+    proxy.bodies_sent.labels(path="relay").inc()
+    return RelayedResponse(
+        source,
+        client,
+        status_code=status,
+        headers=headers,
+        media_type=info.content_type,
+        timeout=proxy.settings.relay_timeout,
+        background=BackgroundTask(proxy.count_relayed, length, copy.region),
+    )
 
 
 async def delete_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:

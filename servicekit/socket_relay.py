@@ -1,0 +1,220 @@
+"""A large response body relayed from an upstream socket to the client's inside the kernel.
+
+A proxy that streams a body through Python pays for every byte several times: a fresh buffer
+per read (page faults, a copy into it), then the copies into and out of the process. splice(2)
+moves the bytes from one socket to the other through a pipe without them entering user space
+(bench.skystore in bench/RESULTS.md shows the CPU it saves on a 64 MiB GET).
+
+The client's socket is taken from uvicorn for the length of one body. That works only under
+uvicorn's httptools protocol over plain TCP (TLS encrypts in user space) on Linux;
+`ClientConnection.in_scope` answers None anywhere else, and the caller streams as usual. The
+outermost middleware (`CoalescingMiddleware`) publishes the connection in the request scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import select
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "ClientConnection",
+    "RelayError",
+    "RelayedResponse",
+    "SocketBody",
+    "relay",
+]
+
+log = logging.getLogger(__name__)
+
+SCOPE_KEY = "extract.client_connection"
+_UVICORN_CYCLE = "uvicorn.protocols.http.httptools_impl"
+_PIPE_SIZE = 1024 * 1024
+_SPLICE = getattr(os, "splice", None)
+# Each relay waits in poll() most of its life; its own pool keeps long transfers from
+# starving the default executor that asyncio.to_thread uses.
+_RELAYS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="socket-relay")
+
+
+class RelayError(Exception):
+    """The relay stopped before the body was through; the client's connection must close."""
+
+
+class SocketBody(Protocol):
+    """An upstream response whose head has been read: its socket is at the body's next byte."""
+
+    prefix: bytes  # body bytes read along with the head
+    length: int  # the whole body, prefix included
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ClientConnection:
+    """The client's side of one request under uvicorn, able to take a body past it."""
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    @classmethod
+    def of(cls, scope: Scope, send: Send) -> ClientConnection | None:
+        """The connection behind uvicorn's own `send`, when its socket can take a relay."""
+        cycle = getattr(send, "__self__", None)
+        if _SPLICE is None or scope.get("scheme") != "http":
+            return None
+        if type(cycle).__module__ != _UVICORN_CYCLE or not hasattr(cycle, "transport"):
+            return None
+        if cycle.transport.get_extra_info("socket") is None:
+            return None
+        return cls(cycle)
+
+    def publish(self, scope: Scope) -> None:
+        scope.setdefault("extensions", {})[SCOPE_KEY] = self
+
+    @staticmethod
+    def in_scope(scope: Scope) -> ClientConnection | None:
+        return (scope.get("extensions") or {}).get(SCOPE_KEY)
+
+    async def take(self) -> int:
+        """A duplicate of the socket's descriptor, once everything written before is out: a
+        connection uvicorn closes meanwhile stays valid until the duplicate is closed."""
+        transport = self._cycle.transport
+        # Polled: a transport tells when it drops below its low-water mark, never when empty.
+        while transport.get_write_buffer_size():  # noqa: ASYNC110
+            await asyncio.sleep(0.0005)
+        return os.dup(transport.get_extra_info("socket").fileno())
+
+    def body_sent(self, count: int) -> None:
+        """Tell uvicorn that `count` bytes of the declared body went out past it."""
+        self._cycle.expected_content_length -= count
+
+    def abort(self) -> None:
+        self._cycle.transport.close()
+
+
+class RelayedResponse(Response):
+    """A body of known length relayed from `source` to the client's socket (module doc)."""
+
+    def __init__(
+        self,
+        source: SocketBody,
+        connection: ClientConnection,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        media_type: str | None,
+        timeout: float,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self._source = source
+        self._connection = connection
+        self._timeout = timeout
+        self.status_code = status_code
+        self.media_type = media_type
+        self.background = background
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"status": self.status_code, "headers": self.raw_headers}
+            await send({"type": "http.response.start", **start})
+            try:
+                async with asyncio.timeout(self._timeout):
+                    target = await self._connection.take()
+            except TimeoutError as exc:
+                raise RelayError(f"the client read nothing for {self._timeout} s") from exc
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    _RELAYS, _relay_body, self._source, target, self._timeout
+                )
+            finally:
+                os.close(target)
+        except RelayError as exc:
+            log.warning("response body relay aborted, closing the connection: %s", exc)
+            self._connection.abort()
+            return
+        finally:
+            self._source.close()
+        self._connection.body_sent(self._source.length)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
+
+
+def _relay_body(source: SocketBody, target: int, timeout: float) -> None:
+    relay(
+        source.fileno(),
+        target,
+        source.length - len(source.prefix),
+        prefix=source.prefix,
+        timeout=timeout,
+    )
+
+
+def relay(source: int, target: int, count: int, *, prefix: bytes = b"", timeout: float) -> None:
+    """Write `prefix`, then move `count` bytes from `source` to `target` through a pipe, waiting
+    at most `timeout` seconds for either side at a time. Both may be non-blocking sockets."""
+    _write_all(target, prefix, timeout)
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        left = count
+        while left:
+            _wait(source, select.POLLIN, timeout, "the upstream")
+            try:
+                moved = _SPLICE(source, write_end, min(left, capacity), flags=os.SPLICE_F_MOVE)  # type: ignore[misc]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise RelayError(f"reading the upstream failed: {exc}") from exc
+            if moved == 0:
+                raise RelayError(f"the upstream closed with {left} of {count} bytes to go")
+            left -= moved
+            _drain(read_end, target, moved, more=left > 0, timeout=timeout)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _drain(pipe: int, target: int, count: int, *, more: bool, timeout: float) -> None:
+    flags = os.SPLICE_F_MOVE | (os.SPLICE_F_MORE if more else 0)
+    while count:
+        _wait(target, select.POLLOUT, timeout, "the client")
+        try:
+            count -= _SPLICE(pipe, target, count, flags=flags)  # type: ignore[misc]
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise RelayError(f"the client connection failed: {exc}") from exc
+
+
+def _write_all(target: int, data: bytes, timeout: float) -> None:
+    view = memoryview(data)
+    while view:
+        _wait(target, select.POLLOUT, timeout, "the client")
+        try:
+            view = view[os.write(target, view) :]
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise RelayError(f"the client connection failed: {exc}") from exc
+
+
+def _wait(fd: int, event: int, timeout: float, who: str) -> None:
+    poller = select.poll()
+    poller.register(fd, event)
+    if not poller.poll(timeout * 1000):
+        raise RelayError(f"{who} stalled for {timeout} s")

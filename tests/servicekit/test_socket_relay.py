@@ -1,0 +1,103 @@
+"""The in-kernel relay between two sockets: bytes intact, and every way it can stop early."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from servicekit.socket_relay import RelayError, relay
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux-only")
+
+
+@pytest.fixture
+def pairs() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socket.socket]]:
+    """(upstream writer, relay source, relay target, client reader), all TCP on loopback."""
+    made: list[socket.socket] = []
+
+    def pair() -> tuple[socket.socket, socket.socket]:
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        server.close()
+        made.extend((client, accepted))
+        return client, accepted
+
+    upstream, source = pair()
+    target, reader = pair()
+    source.setblocking(False)
+    target.setblocking(False)
+    yield upstream, source, target, reader
+    for sock in made:
+        sock.close()
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    # The relay under test may stop reading and the fixture close the socket under it.
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    got = bytearray()
+    while len(got) < count:
+        chunk = sock.recv(min(1 << 20, count - len(got)))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def test_prefix_then_exactly_count_bytes_arrive_and_the_rest_stays(pairs) -> None:
+    upstream, source, target, reader = pairs
+    body = os.urandom(5 * 1024 * 1024 + 17)
+    after = b"the next response"
+    writer = threading.Thread(target=upstream.sendall, args=(body + after,))
+    writer.start()
+    received: list[bytes] = []
+    catcher = threading.Thread(target=lambda: received.append(_read_exactly(reader, 3 + len(body))))
+    catcher.start()
+    relay(source.fileno(), target.fileno(), len(body), prefix=b"abc", timeout=10)
+    writer.join()
+    catcher.join()
+    assert received[0] == b"abc" + body
+    source.setblocking(True)
+    assert _read_exactly(source, len(after)) == after  # nothing read past the body
+
+
+def test_upstream_closing_early_is_an_error(pairs) -> None:
+    upstream, source, target, _ = pairs
+    upstream.sendall(b"x" * 1000)
+    upstream.close()
+    with pytest.raises(RelayError, match="closed with 1000 of 2000 bytes to go"):
+        relay(source.fileno(), target.fileno(), 2000, timeout=10)
+
+
+def test_client_gone_is_an_error(pairs) -> None:
+    upstream, source, target, reader = pairs
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    reader.close()  # with linger 0: a reset, so the relay's next write fails
+    threading.Thread(target=_send_quietly, args=(upstream, b"y" * (8 << 20)), daemon=True).start()
+    with pytest.raises(RelayError, match="client connection failed"):
+        relay(source.fileno(), target.fileno(), 8 << 20, timeout=10)
+
+
+def test_a_silent_upstream_times_out(pairs) -> None:
+    upstream, source, target, reader = pairs
+    upstream.sendall(b"z" * 10)
+    with pytest.raises(RelayError, match=r"the upstream stalled for 0\.2 s"):
+        relay(source.fileno(), target.fileno(), 20, timeout=0.2)
+    assert reader.recv(100) == b"z" * 10  # what did come was passed on
+
+
+def test_a_client_that_stops_reading_times_out(pairs) -> None:
+    upstream, source, target, _ = pairs
+    size = 64 << 20  # far more than both socket buffers and the pipe hold
+    threading.Thread(target=_send_quietly, args=(upstream, b"w" * size), daemon=True).start()
+    with pytest.raises(RelayError, match=r"the client stalled for 0\.3 s"):
+        relay(source.fileno(), target.fileno(), size, timeout=0.3)

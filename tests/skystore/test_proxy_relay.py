@@ -1,0 +1,107 @@
+"""Large GET bodies relayed socket to socket in the proxy (servicekit.socket_relay): the bytes,
+ranges, keep-alive afterwards, a client leaving halfway, and the streamed path beside it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import struct
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+
+MiB = 1024 * 1024
+
+
+def _bodies(proxy_url: str) -> dict[str, float]:
+    """The proxy's skystore_get_bodies_total, by path."""
+    counts = {"buffered": 0.0, "stream": 0.0, "relay": 0.0}
+    for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
+        if line.startswith("skystore_get_bodies_total{"):
+            path = line.split('path="')[1].split('"')[0]
+            counts[path] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _bucket_with(stack, body: bytes) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    s3 = stack.client()
+    bucket = f"relay-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="big", Body=body)
+    return bucket, "big"
+
+
+def _presigned_path(stack, bucket: str, key: str) -> str:  # type: ignore[no-untyped-def]
+    url = stack.client().generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+    )
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def test_large_bodies_are_relayed_intact_whole_and_ranged(stack) -> None:
+    body = os.urandom(3 * MiB + 5)
+    bucket, key = _bucket_with(stack, body)
+    s3 = stack.client()
+    before = _bodies(stack.proxies["local:edge"].url)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=1000-2501000")
+    assert ranged["ContentRange"] == f"bytes 1000-2501000/{len(body)}"
+    assert ranged["Body"].read() == body[1000:2501001]
+    assert s3.get_object(Bucket=bucket, Key=key, Range="bytes=-100")["Body"].read() == body[-100:]
+    after = _bodies(stack.proxies["local:edge"].url)
+    assert after["relay"] - before["relay"] == 2
+    assert after["buffered"] - before["buffered"] == 1  # the last 100 bytes
+
+
+def test_the_connection_stays_usable_after_a_relayed_body(stack) -> None:
+    body = os.urandom(2 * MiB)
+    bucket, key = _bucket_with(stack, body)
+    path = _presigned_path(stack, bucket, key)
+    proxy = urlsplit(stack.proxies["local:edge"].url)
+    connection = http.client.HTTPConnection(proxy.hostname or "", proxy.port, timeout=30)
+    try:
+        for _ in range(3):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert not response.will_close
+            assert response.read() == body
+            if _ == 0:
+                first = connection.sock
+        assert connection.sock is first  # one TCP connection served all three
+    finally:
+        connection.close()
+
+
+def test_a_client_leaving_mid_body_leaves_the_proxy_serving(stack) -> None:
+    body = os.urandom(48 * MiB)
+    bucket, key = _bucket_with(stack, body)
+    path = _presigned_path(stack, bucket, key)
+    proxy = urlsplit(stack.proxies["local:edge"].url)
+    with socket.create_connection((proxy.hostname, proxy.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {proxy.netloc}\r\n\r\n".encode())
+        assert sock.recv(64 * 1024).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # The connection was reset with most of the body unsent; the proxy serves on.
+    assert stack.client().get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    log = (stack.root / "local-edge" / "services.skystore.proxy.log").read_text()
+    assert "response body relay aborted" in log
+
+
+def test_with_the_relay_off_large_bodies_stream_through_python(stack) -> None:
+    body = os.urandom(2 * MiB + 1)
+    bucket, key = _bucket_with(stack, body)
+    proxy = stack.proxy_process(
+        "local:edge", "edge-no-relay", EXTRACT_SKYSTORE_PROXY_RELAY_MIN_BYTES="0"
+    )
+    proxy.start()
+    try:
+        s3 = stack.client(url=proxy.url)
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+        assert _bodies(proxy.url) == {"buffered": 0.0, "stream": 1.0, "relay": 0.0}
+    finally:
+        proxy.stop()
