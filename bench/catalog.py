@@ -16,6 +16,13 @@ catalog sets it:
   `GET /api/cloud-entry-point`, which touches no database (what HTTP, the middleware and
   the identity token cost any request);
 - bulk insert: `--bulk-size` data-records per request (`bulk: yes`), rate in records/s.
+
+An add writes the record and its change event (`catalog.data-record.created`, a CloudEvent
+carrying the record) to the outbox in one transaction, so the inserts' baseline does the same
+two writes by hand: one statement, the record's insert a data-modifying CTE of the event's (a
+statement is its own transaction), with the same event payload. The catalog's statement also
+reads the data-sets and subscriptions (none here) that would be told of the record. The bare
+INSERT of the record alone is printed above it, for comparison with earlier runs.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import sqlalchemy as sa
 import services.catalog
 from bench._stats import Result, print_table
 from bench.outbox import postgres_database
+from servicekit.cloudevents import CloudEvent
 from servicekit.db import create_engine, session_factory
 from servicekit.infra import free_port
 from servicekit.migrate import migrate_service_database
@@ -70,6 +78,9 @@ RAW_COUNT_ALL = (
 )
 RAW_INSERT = """INSERT INTO catalog_resources (id, collection, document, created, updated, viewers)
     VALUES ($1, 'data-record', $2::jsonb, $3, $3, $4::jsonb)"""
+RAW_INSERT_WITH_EVENT = f"""WITH record AS ({RAW_INSERT})
+    INSERT INTO outbox_events (id, subject, payload, created_at, attempts)
+    VALUES ($5, 'catalog.data-record.created', $6, $3, 0)"""
 
 
 def record(n: int, rng: random.Random) -> dict[str, Any]:
@@ -122,7 +133,8 @@ async def measure(
         nonlocal done
         for n in queue:
             sent = time.perf_counter()
-            done += await work(n)
+            items = await work(n)  # not `done += await …`: that reads `done` before awaiting
+            done += items
             latencies.append(time.perf_counter() - sent)
 
     start = time.perf_counter()
@@ -237,12 +249,27 @@ async def compare(
             }
             return (document["id"], json.dumps(document), now, json.dumps([PRINCIPAL]))
 
+        def raw_row_with_event(n: int) -> tuple[Any, ...]:
+            row = raw_row(n)
+            resource_id, document = row[0], json.loads(row[1])
+            event = CloudEvent(
+                type="catalog.data-record.created",
+                source="/catalog",
+                subject=resource_id,
+                data={"resource-id": resource_id, "resource": document},
+            )
+            return (*row, event.id, event.to_json())
+
         async def api_insert(n: int) -> int:
             expect(await client.post("/api/data-record", json=body_of(n)), 201)
             return 1
 
         async def raw_insert(n: int) -> int:
             await pool.execute(RAW_INSERT, *raw_row(n))
+            return 1
+
+        async def raw_insert_with_event(n: int) -> int:
+            await pool.execute(RAW_INSERT_WITH_EVENT, *raw_row_with_event(n))
             return 1
 
         async def api_bulk(n: int) -> int:
@@ -256,28 +283,61 @@ async def compare(
                 await connection.executemany(RAW_INSERT, rows)
             return bulk_size
 
+        async def raw_bulk_with_events(n: int) -> int:
+            rows = [raw_row_with_event(n * bulk_size + i) for i in range(bulk_size)]
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.executemany(RAW_INSERT_WITH_EVENT, rows)
+            return bulk_size
+
         async def api_floor(_: int) -> int:
             expect(await client.get("/api/cloud-entry-point"), 200)
             return 1
 
+        # (title, [(row name, work)], the baseline's index, requests per level)
         paths = [
-            ("search: 3-predicate filter + orderby, page of 50 + count", raw_search, api_search),
-            ("count over every visible record", raw_count_all, api_count),
-            ("insert: one record per request", raw_insert, api_insert),
-            (f"bulk insert: {bulk_size} records per request", raw_bulk, api_bulk),
+            (
+                "search: 3-predicate filter + orderby, page of 50 + count",
+                [("raw SQL (asyncpg)", raw_search), ("catalog HTTP API", api_search)],
+                0,
+                operations,
+            ),
+            (
+                "count over every visible record",
+                [("raw SQL (asyncpg)", raw_count_all), ("catalog HTTP API", api_count)],
+                0,
+                operations,
+            ),
+            (
+                "insert: one record per request",
+                [
+                    ("raw SQL: bare INSERT of the record", raw_insert),
+                    ("raw SQL: record + outbox event (one transaction)", raw_insert_with_event),
+                    ("catalog HTTP API", api_insert),
+                    ("HTTP floor (GET cloud-entry-point)", api_floor),
+                ],
+                1,
+                operations,
+            ),
+            (
+                f"bulk insert: {bulk_size} records per request",
+                [
+                    ("raw SQL: bare INSERTs of the records", raw_bulk),
+                    ("raw SQL: records + outbox events (one transaction)", raw_bulk_with_events),
+                    ("catalog HTTP API", api_bulk),
+                ],
+                1,
+                operations // 10,
+            ),
         ]
-        for title, raw, ours in paths:
+        for title, works, baseline, requests in paths:
             for level in levels:
-                count = operations if "bulk" not in title else max(operations // 10, level)
+                count = max(requests, level)
                 rows = [
-                    await measure(f"raw SQL (asyncpg), concurrency {level}", count, level, raw),
-                    await measure(f"catalog HTTP API, concurrency {level}", count, level, ours),
+                    await measure(f"{name}, concurrency {level}", count, level, work)
+                    for name, work in works
                 ]
-                if ours is api_insert:  # what HTTP and the token cost before any SQL
-                    name = f"HTTP floor (GET cloud-entry-point), concurrency {level}"
-                    rows.append(await measure(name, count, level, api_floor))
                 print(f"{title} — {count} requests, concurrency {level}")
-                print_table(rows)
+                print_table(rows, baseline=baseline)
                 print()
 
 
