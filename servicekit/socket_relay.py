@@ -58,7 +58,9 @@ class SocketBody(Protocol):
 
     def fileno(self) -> int: ...
 
-    def close(self) -> None: ...
+    def close(self, *, consumed: bool) -> None:
+        """Done with it; `consumed`: the body was read to its last byte."""
+        ...
 
 
 class ClientConnection:
@@ -126,6 +128,7 @@ class RelayedResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        consumed = False
         try:
             start = {"status": self.status_code, "headers": self.raw_headers}
             await send({"type": "http.response.start", **start})
@@ -138,6 +141,7 @@ class RelayedResponse(Response):
                 await asyncio.get_running_loop().run_in_executor(
                     _RELAYS, _relay_body, self._source, target, self._timeout
                 )
+                consumed = True
             finally:
                 os.close(target)
         except RelayError as exc:
@@ -145,7 +149,7 @@ class RelayedResponse(Response):
             self._connection.abort()
             return
         finally:
-            self._source.close()
+            self._source.close(consumed=consumed)
         self._connection.body_sent(self._source.length)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from services.skystore.proxy.s3http import S3Http
+
 MiB = 1024 * 1024
 
 
@@ -105,3 +107,36 @@ def test_with_the_relay_off_large_bodies_stream_through_python(stack) -> None:
         assert _bodies(proxy.url) == {"buffered": 0.0, "stream": 1.0, "relay": 0.0}
     finally:
         proxy.stop()
+
+
+async def test_region_connections_are_reused_and_replaced_when_stale(s3_regions, physical) -> None:
+    body = os.urandom(3 * MiB)
+    bucket = f"raw-{uuid.uuid4().hex[:8]}"
+    physical("local:edge").create_bucket(Bucket=bucket)
+    physical("local:edge").put_object(Bucket=bucket, Key="k", Body=body)
+    http = S3Http(s3_regions["local:edge"])
+    try:
+
+        async def read_all() -> tuple[bytes, int]:
+            source = await http.get_socket(bucket, "k")
+            with socket.socket(fileno=os.dup(source.fileno())) as sock:
+                sock.setblocking(True)
+                rest = b""
+                while len(source.prefix) + len(rest) < source.length:
+                    rest += sock.recv(source.length)
+                port = sock.getsockname()[1]
+            source.close(consumed=True)
+            return source.prefix + rest, port
+
+        first, port = await read_all()
+        again, port_again = await read_all()
+        assert first == again == body
+        assert port_again == port  # the same connection, kept after a consumed body
+        stale = http._idle[0]  # the store drops the idle connection
+        assert stale.sock is not None
+        stale.sock.shutdown(socket.SHUT_RDWR)
+        replaced, port_new = await read_all()
+        assert replaced == body
+        assert port_new != port
+    finally:
+        await http.aclose()

@@ -27,23 +27,38 @@ __all__ = ["S3Http"]
 # aiohttp stops reading the socket once twice this much is buffered: at its 64 KiB default a
 # large GET stalls and resumes the socket hundreds of times.
 READ_BUFFER = 4 * 1024 * 1024
+IDLE_RELAY_CONNECTIONS = 8
 SIGNING_REGION = "us-east-1"
 
 
 class SocketGet:
     """A GET whose head has been read, its socket left at the body for a relay (SocketBody)."""
 
-    def __init__(self, connection: http.client.HTTPConnection, prefix: bytes, length: int) -> None:
+    def __init__(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        prefix: bytes,
+        idle: list[http.client.HTTPConnection],
+    ) -> None:
         self._connection = connection
+        self._response = response
+        self._idle = idle
         self.prefix = prefix
-        self.length = length
+        self.length = int(response.headers["content-length"])
 
     def fileno(self) -> int:
         assert self._connection.sock is not None
         return self._connection.sock.fileno()
 
-    def close(self) -> None:
-        self._connection.close()
+    def close(self, *, consumed: bool) -> None:
+        # A body read to its last byte leaves the connection at the next response: kept, it
+        # spares the next large GET a connect and TCP's slow start.
+        if consumed and not self._response.will_close and len(self._idle) < IDLE_RELAY_CONNECTIONS:
+            self._response.close()  # the response only; the socket stays with the connection
+            self._idle.append(self._connection)
+        else:
+            self._connection.close()
 
 
 class S3Http:
@@ -54,6 +69,7 @@ class S3Http:
         # Plain HTTP only: a relay moves bytes between sockets, and TLS is not bytes on a socket.
         self.relays = parts.scheme == "http"
         self._timeout_seconds = timeout
+        self._idle: list[http.client.HTTPConnection] = []  # list.pop/append are thread-safe
         self._http = httpx.AsyncClient(
             base_url=endpoint.url,
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -76,6 +92,8 @@ class S3Http:
         return self._reader
 
     async def aclose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
         await self._http.aclose()
         if self._reader is not None:
             await self._reader.close()
@@ -152,9 +170,9 @@ class S3Http:
 
     async def get_socket(
         self, bucket: str, key: str, *, range_header: str | None = None
-    ) -> tuple[Mapping[str, str], SocketGet]:
-        """(the response headers, the body left on its socket); close the body when done.
-        On a connection of its own, made for this body: blocking, so it runs in a thread."""
+    ) -> SocketGet:
+        """The response, its body left on the socket; close it when done. Blocking sockets
+        (http.client), so it runs in a thread."""
         path = _path(bucket, key)
         headers = {"accept-encoding": "identity"}
         if range_header:
@@ -165,13 +183,30 @@ class S3Http:
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc, bucket, key) from exc
 
-    def _get_socket(
-        self, path: str, headers: dict[str, str], bucket: str, key: str
-    ) -> tuple[Mapping[str, str], SocketGet]:
+    def _get_socket(self, path: str, headers: dict[str, str], bucket: str, key: str) -> SocketGet:
+        while self._idle:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            try:
+                return self._ask(connection, path, headers, bucket, key)
+            except ConnectionError:
+                continue  # the store closed it while it was idle
         parts = urlsplit(self._endpoint.url)
         connection = http.client.HTTPConnection(
             parts.hostname or "", parts.port, timeout=self._timeout_seconds
         )
+        return self._ask(connection, path, headers, bucket, key)
+
+    def _ask(
+        self,
+        connection: http.client.HTTPConnection,
+        path: str,
+        headers: dict[str, str],
+        bucket: str,
+        key: str,
+    ) -> SocketGet:
         try:
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
@@ -182,7 +217,7 @@ class S3Http:
             # still on the socket. peek() returns what is buffered without reading past it.
             buffered = response.fp.peek() if length else b""
             prefix = response.fp.read(min(len(buffered), length))
-            return response.headers, SocketGet(connection, prefix, length)
+            return SocketGet(connection, response, prefix, self._idle)
         except BaseException:
             connection.close()
             raise

@@ -251,12 +251,12 @@ async def _relayed(
     info: ObjectInfo,
 ) -> Response:
     http = proxy.regions.http(copy.region)
-    _, source = await http.get_socket(
+    source = await http.get_socket(
         copy.physical_bucket, copy.physical_key, range_header=range_header
     )
     length = int(headers["Content-Length"])
     if source.length != length:
-        source.close()
+        source.close(consumed=False)
         raise ServiceUnavailable(
             f"region {copy.region} has {source.length} bytes where the record says {length}",
             detail={"bucket": info.bucket, "key": info.key},
