@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,6 +29,7 @@ from gateway.sessions import SESSION_COOKIE, SessionStore
 from gateway.settings import GatewaySettings
 from gateway.signing import DeviceSignatures, ResponseSigner
 from gateway.skystore_keys import SkyStoreKeys
+from gateway.upstream_http import ConnectionPool
 from gateway.upstreams import PoolFactory, Upstream, UpstreamFailure, Upstreams
 from servicekit.app import create_service_app
 from servicekit.db import create_engine, database_check, session_factory
@@ -108,7 +108,7 @@ def create_app(
     settings: GatewaySettings,
     *,
     routes: Iterable[Route] = DEFAULT_ROUTES,
-    pool: PoolFactory = aiohttp.TCPConnector,
+    pool: PoolFactory = ConnectionPool,
 ) -> FastAPI:
     """The gateway; `pool` makes each upstream's connection pool (tests inject failures)."""
     table = RoutingTable(routes)

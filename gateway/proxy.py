@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 
-from aiohttp import ClientError, ClientResponse
 from fastapi import Request, Response
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
@@ -23,6 +22,7 @@ from gateway.signing import (
 from gateway.upstreams import (
     Upstream,
     UpstreamFailure,
+    UpstreamResponse,
     Upstreams,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -122,7 +122,8 @@ class ReverseProxy:
         query = request.scope.get("query_string", b"")
         retriable = _retriable(request, has_body)
         response = await self._send(upstream, request.method, path, query, headers, body, retriable)
-        if _small(response):
+        length = response.content_length()
+        if length is not None and length <= _SMALL_BODY:
             # Read at once: one plain response, no streaming machinery, the upstream
             # connection back in its pool before the client is answered.
             content = await _read_capped(response, _SMALL_BODY)
@@ -216,7 +217,7 @@ class ReverseProxy:
         headers: list[tuple[str, str]],
         body: AsyncIterator[bytes] | bytes | None,
         retriable: bool,
-    ) -> ClientResponse:
+    ) -> UpstreamResponse:
         attempt = 0
         while True:
             if not upstream.breaker.allow():
@@ -288,11 +289,11 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
             yield chunk
 
 
-async def _relay(response: ClientResponse, upstream: str) -> AsyncIterator[bytes]:
+async def _relay(response: UpstreamResponse, upstream: str) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.chunks():
             yield chunk
-    except (ClientError, TimeoutError) as exc:
+    except UpstreamFailure as exc:
         # Headers are out: all that is left is to cut the connection, so the client sees a
         # truncated body rather than a complete-looking one.
         logger.warning("%s response broke off: %s: %s", upstream, type(exc).__name__, exc)
@@ -300,49 +301,29 @@ async def _relay(response: ClientResponse, upstream: str) -> AsyncIterator[bytes
 
 
 def _response_headers(
-    response: ClientResponse, extra_drop: frozenset[str] | set[str] = frozenset()
+    response: UpstreamResponse, extra_drop: frozenset[str] | set[str] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
     raw = response.raw_headers
     drop = _HOP_BY_HOP | _SET_BY_SERVER | _connection_listed(raw) | extra_drop
     return [(n.lower(), v) for n, v in raw if n.decode("latin-1").lower() not in drop]
 
 
-def _small(response: ClientResponse) -> bool:
-    length = response.headers.get("content-length")
-    return length is not None and length.isdigit() and int(length) <= _SMALL_BODY
-
-
-async def _read_capped(response: ClientResponse, limit: int) -> bytes:
-    content = bytearray()
+async def _read_capped(response: UpstreamResponse, limit: int) -> bytes:
     try:
-        async for chunk in response.content.iter_any():
-            content += chunk
-            if len(content) > limit:
-                raise UpstreamError(f"the upstream response exceeds the {limit} bytes read at once")
-    except (ClientError, TimeoutError) as exc:
-        raise UpstreamError(f"upstream response broke off: {type(exc).__name__}") from None
-    finally:
-        _finish(response)
-    return bytes(content)
+        return await response.read(limit)
+    except UpstreamFailure as exc:
+        raise UpstreamError(f"upstream response: {exc}") from None
 
 
-def _finish(response: ClientResponse) -> None:
-    """The connection back to its pool when the body was read to its end, else closed."""
-    if response.content.at_eof():
-        response.release()
-    else:
-        response.close()
+async def _closed(response: UpstreamResponse) -> None:
+    response.close()  # on the event loop: a sync background task would run in a thread
 
 
-async def _finished(response: ClientResponse) -> None:
-    _finish(response)  # on the event loop: a sync background task would run in a thread
-
-
-def _streaming_response(response: ClientResponse, upstream: str) -> StreamingResponse:
+def _streaming_response(response: UpstreamResponse, upstream: str) -> StreamingResponse:
     streaming = StreamingResponse(
         _relay(response, upstream),
         status_code=response.status,
-        background=BackgroundTask(_finished, response),
+        background=BackgroundTask(_closed, response),
     )
     streaming.raw_headers = _response_headers(response)
     return streaming

@@ -16,13 +16,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import uvicorn
-from aiohttp import ClientError, ClientResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
 from gateway.errors import GatewayTimeout
 from gateway.limits import LimitsMiddleware, RateLimiter
-from gateway.upstreams import Upstream, UpstreamFailure, UpstreamTimeout
+from gateway.upstreams import Upstream, UpstreamFailure, UpstreamResponse, UpstreamTimeout
 from servicekit.errors import ExtractError, PayloadTooLarge, ServiceUnavailable, UpstreamError
 from servicekit.metrics import ServiceMetrics
 from servicekit.middleware.access_log import AccessLogMiddleware
@@ -129,23 +128,19 @@ class S3Passthrough:
                     "headers": _forwarded_headers(response.raw_headers),
                 }
             )
-            async for chunk in response.content.iter_any():
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async for chunk in response.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (ClientError, TimeoutError) as exc:
+        except UpstreamFailure as exc:
             # Headers are out: cutting the connection is all that is left, so the client sees
             # a short body rather than a complete-looking one.
             logger.warning("skystore response broke off: %s: %s", type(exc).__name__, exc)
             raise
         finally:
             # Back to the pool only when read to its end (a client gone leaves it half read).
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+            response.close()
 
-    async def _send_upstream(self, scope: Scope, receive: Receive) -> ClientResponse:
+    async def _send_upstream(self, scope: Scope, receive: Receive) -> UpstreamResponse:
         upstream = self.upstream
         if upstream is None:
             raise ServiceUnavailable("no SkyStore proxy is configured behind this S3 port")

@@ -8,7 +8,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 from gw_servers import ThreadedServer, serving
@@ -18,6 +17,7 @@ from gw_upstream import Probe, upstream_app
 from gateway.app import create_app
 from gateway.routes import DEFAULT_ROUTES, Route
 from gateway.settings import GatewaySettings
+from gateway.upstream_http import ConnectionPool
 from gateway.upstreams import PoolFactory
 from servicekit.infra.ports import free_port
 from servicekit.security import LocalCA, SigningKey, client_context, server_context
@@ -67,14 +67,14 @@ def make_gateway(
     identity_key_file: Path,
     upstream: ThreadedServer,
 ) -> Iterator[GatewayFactory]:
-    """make_gateway(pool=TCPConnector, routes=TEST_ROUTES, **settings) -> a running TLS gateway
+    """make_gateway(pool=ConnectionPool, routes=TEST_ROUTES, **settings) -> a running TLS gateway
     whose `staging` upstream is the test upstream (paths /test/… and /small/…)."""
     _, cert, key = tls_files
     stack = ExitStack()
     count = 0
 
     def make(
-        pool: PoolFactory = aiohttp.TCPConnector,
+        pool: PoolFactory = ConnectionPool,
         routes: tuple[Route, ...] = TEST_ROUTES,
         **overrides: Any,
     ) -> ThreadedServer:

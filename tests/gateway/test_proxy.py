@@ -8,15 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
-from aiohttp.client_reqrep import ClientRequest
-from aiohttp.connector import Connection
 from conftest import GatewayFactory
 from gw_servers import ThreadedServer, serving
 from gw_upstream import CHUNK, Probe, pattern, upstream_app
 
+from gateway.upstream_http import ConnectionPool
 from servicekit.infra.ports import free_port
 from servicekit.security import JWKSet, SigningKey, verify_identity_token
 from servicekit.testing import eventually
@@ -180,38 +178,47 @@ async def test_unknown_path_is_404_and_unconfigured_upstream_503(
     assert "semantic" in unconfigured.json()["detail"]
 
 
-class FlakyPool(aiohttp.TCPConnector):
-    """The real network, except that the first `failures` proxied requests cannot connect."""
+class FlakyPool(ConnectionPool):
+    """The real network, except that new connections fail while `failures` is above zero;
+    no connection is kept idle, so every request makes a new one."""
 
+    connects = 0
     failures = 0
 
-    async def connect(
-        self,
-        req: ClientRequest,
-        traces: list[Any],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
-    ) -> Connection:
-        if req.url.path != "/healthz" and FlakyPool.failures > 0:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "keepalive": 0})
+
+    async def connect(self) -> Any:
+        FlakyPool.connects += 1
+        if FlakyPool.failures > 0:
             FlakyPool.failures -= 1
-            raise aiohttp.ClientConnectorError(
-                req.connection_key, ConnectionRefusedError(111, "injected connect failure")
-            )
-        return await super().connect(req, traces, timeout)
+            port, self.port = self.port, free_port()  # nobody listens there: a real refusal
+            try:
+                return await super().connect()
+            finally:
+                self.port = port
+        return await super().connect()
+
+
+async def _flaky_gateway(make_gateway: GatewayFactory, client_of: Clients) -> httpx.AsyncClient:
+    FlakyPool.connects = FlakyPool.failures = 0
+    client = client_of(make_gateway(pool=FlakyPool, health_interval=600))
+    await eventually(lambda: FlakyPool.connects > 0, within=10)  # the first health check
+    FlakyPool.failures = 1
+    return client
 
 
 async def test_idempotent_request_is_retried_after_a_connect_failure(
     make_gateway: GatewayFactory, client_of: Clients
 ) -> None:
-    FlakyPool.failures = 1
-    client = client_of(make_gateway(pool=FlakyPool, health_interval=600))
+    client = await _flaky_gateway(make_gateway, client_of)
     response = await client.put("/test/echo", content=b"same again")
     assert response.status_code == 200
     assert FlakyPool.failures == 0
 
 
 async def test_post_is_not_retried(make_gateway: GatewayFactory, client_of: Clients) -> None:
-    FlakyPool.failures = 1
-    client = client_of(make_gateway(pool=FlakyPool, health_interval=600))
+    client = await _flaky_gateway(make_gateway, client_of)
     response = await client.post("/test/echo", content=b"only once")
     assert response.status_code == 502
     assert response.json()["code"] == "BadGateway"
