@@ -1,14 +1,17 @@
-"""A large response body relayed from an upstream socket to the client's inside the kernel.
+"""Large bodies moved between the client's socket and an upstream one past uvicorn and asyncio.
 
 A proxy that streams a body through Python pays for every byte several times: a fresh buffer
-per read (page faults, a copy into it), then the copies into and out of the process. splice(2)
-moves the bytes from one socket to the other through a pipe without them entering user space
-(bench.skystore in bench/RESULTS.md shows the CPU it saves on a 64 MiB GET).
+per read (page faults, a copy into it), the copies between the ASGI layers, then the copies
+into and out of the process. Here the client's socket is taken from uvicorn for one body:
+- a response body is relayed from the upstream socket with splice(2), through a pipe, without
+  entering user space (`RelayedResponse`, `relay`);
+- a request body is read off the socket into one reused buffer, on a thread, and handed to the
+  caller piece by piece (`ClientConnection.take_request_body`, `pump`).
+bench.skystore in bench/RESULTS.md shows the CPU this saves on 64 MiB GETs and PUTs.
 
-The client's socket is taken from uvicorn for the length of one body. That works only under
-uvicorn's httptools protocol over plain TCP (TLS encrypts in user space) on Linux;
-`ClientConnection.in_scope` answers None anywhere else, and the caller streams as usual. The
-outermost middleware (`CoalescingMiddleware`) publishes the connection in the request scope.
+That works only under uvicorn's httptools protocol over plain TCP (TLS encrypts in user space)
+on Linux; `ClientConnection.in_scope` answers None anywhere else, and the caller streams as
+usual. The outermost middleware (`CoalescingMiddleware`) publishes the connection in the scope.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import fcntl
 import logging
 import os
 import select
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -32,10 +35,13 @@ __all__ = [
     "RelayError",
     "RelayedResponse",
     "SocketBody",
+    "in_relay_thread",
+    "pump",
     "relay",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCOPE_KEY = "extract.client_connection"
 _UVICORN_CYCLE = "uvicorn.protocols.http.httptools_impl"
@@ -95,7 +101,25 @@ class ClientConnection:
         # Polled: a transport tells when it drops below its low-water mark, never when empty.
         while transport.get_write_buffer_size():  # noqa: ASYNC110
             await asyncio.sleep(0.0005)
-        return os.dup(transport.get_extra_info("socket").fileno())
+        return self._dup()
+
+    def _dup(self) -> int:
+        return os.dup(self._cycle.transport.get_extra_info("socket").fileno())
+
+    async def take_request_body(self, receive: Receive) -> tuple[bytes, int | None]:
+        """(the body bytes uvicorn has read, a duplicate of the socket's descriptor holding the
+        rest, or None when there is no rest). Once the rest is taken, uvicorn reads no more of
+        this connection, which closes after the response. The first receive() also answers an
+        `Expect: 100-continue`."""
+        message = await receive()
+        if message["type"] != "http.request":
+            raise RelayError("the client went away before sending the body")
+        if not message.get("more_body", False):
+            return message.get("body", b""), None
+        # No await from here on: uvicorn reads nothing more once reading is paused.
+        self._cycle.flow.pause_reading()
+        self._cycle.keep_alive = False  # its parser still waits for the bytes taken here
+        return message.get("body", b""), self._dup()
 
     def body_sent(self, count: int) -> None:
         """Tell uvicorn that `count` bytes of the declared body went out past it."""
@@ -138,9 +162,7 @@ class RelayedResponse(Response):
             except TimeoutError as exc:
                 raise RelayError(f"the client read nothing for {self._timeout} s") from exc
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    _RELAYS, _relay_body, self._source, target, self._timeout
-                )
+                await in_relay_thread(_relay_body, self._source, target, self._timeout)
                 consumed = True
             finally:
                 os.close(target)
@@ -191,6 +213,37 @@ def relay(source: int, target: int, count: int, *, prefix: bytes = b"", timeout:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def pump(
+    source: int,
+    count: int,
+    sink: Callable[[memoryview], None],
+    *,
+    timeout: float,
+    piece: int = _PIPE_SIZE,
+) -> None:
+    """Read `count` bytes from `source` (a socket, maybe non-blocking) into one reused buffer,
+    handing each read to `sink` before the next; RelayError if it ends early or stalls."""
+    buffer = memoryview(bytearray(piece))
+    left = count
+    while left:
+        _wait(source, select.POLLIN, timeout, "the client")
+        try:
+            got = os.readv(source, [buffer[: min(left, piece)]])
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise RelayError(f"reading the client failed: {exc}") from exc
+        if got == 0:
+            raise RelayError(f"the client closed with {left} of {count} bytes to go")
+        sink(buffer[:got])
+        left -= got
+
+
+async def in_relay_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking relay step on the relays' own threads."""
+    return await asyncio.get_running_loop().run_in_executor(_RELAYS, function, *args)
 
 
 def _drain(pipe: int, target: int, count: int, *, more: bool, timeout: float) -> None:

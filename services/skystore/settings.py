@@ -103,11 +103,11 @@ class ProxySettings(ServiceSettings):
     relay_min_bytes: int = Field(
         1024 * 1024,
         ge=0,
-        description="GET bodies at least this long go from a plain-HTTP region's socket to a "
-        "plain-HTTP client's inside the kernel (splice, Linux); 0 = always stream through Python",
+        description="GET and PUT bodies at least this long go between a plain-HTTP client's "
+        "socket and a plain-HTTP region's past the ASGI stack (GET: splice, Linux); 0 = never",
     )
     relay_timeout: float = Field(
-        60.0, gt=0, description="longest wait for either side of a relayed GET body, seconds"
+        60.0, gt=0, description="longest wait for either side of a relayed body, seconds"
     )
     object_cache_entries: int = Field(
         100_000,

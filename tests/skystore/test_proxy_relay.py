@@ -3,6 +3,8 @@ ranges, keep-alive afterwards, a client leaving halfway, and the streamed path b
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import os
 import socket
@@ -11,17 +13,19 @@ import uuid
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
+from botocore.exceptions import ClientError
 
 from services.skystore.proxy.s3http import S3Http
 
 MiB = 1024 * 1024
 
 
-def _bodies(proxy_url: str) -> dict[str, float]:
-    """The proxy's skystore_get_bodies_total, by path."""
+def _bodies(proxy_url: str, op: str = "get") -> dict[str, float]:
+    """The proxy's skystore_bodies_total of `op`, by path."""
     counts = {"buffered": 0.0, "stream": 0.0, "relay": 0.0}
     for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
-        if line.startswith("skystore_get_bodies_total{"):
+        if line.startswith(f'skystore_bodies_total{{op="{op}",'):
             path = line.split('path="')[1].split('"')[0]
             counts[path] = float(line.rsplit(" ", 1)[1])
     return counts
@@ -140,3 +144,76 @@ async def test_region_connections_are_reused_and_replaced_when_stale(s3_regions,
         assert port_new != port
     finally:
         await http.aclose()
+
+
+def test_large_puts_are_read_off_the_socket_and_stored_whole(stack, physical) -> None:
+    body = os.urandom(5 * MiB + 3)
+    bucket = f"relay-{uuid.uuid4().hex[:8]}"
+    s3 = stack.client()
+    s3.create_bucket(Bucket=bucket)
+    before = _bodies(stack.proxies["local:edge"].url, "put")
+    put = s3.put_object(Bucket=bucket, Key="big", Body=body)  # payload signed: SHA-256 checked
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    assert _bodies(stack.proxies["local:edge"].url, "put")["relay"] - before["relay"] == 1
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == body
+    assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == len(body)
+
+
+def test_a_large_put_with_a_wrong_digest_stores_nothing(stack) -> None:
+    body = os.urandom(3 * MiB)
+    bucket, key = _bucket_with(stack, b"the old version")
+    s3 = stack.client()
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"the old version"
+
+
+def _raw_put(stack, bucket: str, key: str, length: int, url: str) -> socket.socket:  # type: ignore[no-untyped-def]
+    """A socket that has sent the head of a presigned PUT of `length` bytes, and no body."""
+    target = stack.client(url=url).generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+    )
+    parts = urlsplit(target)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    head = f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+    sock.sendall(f"{head}Content-Length: {length}\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_leaving_mid_put_leaves_nothing_and_the_proxy_serving(stack) -> None:
+    bucket, key = _bucket_with(stack, b"kept")
+    url = stack.proxies["local:edge"].url
+    with _raw_put(stack, bucket, key, 8 * MiB, url) as sock:
+        sock.sendall(os.urandom(2 * MiB))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s3 = stack.client()
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
+    body = os.urandom(2 * MiB)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+
+def test_a_stalled_put_body_is_refused_after_the_relay_timeout(stack) -> None:
+    bucket, key = _bucket_with(stack, b"kept")
+    proxy = stack.proxy_process(
+        "local:edge", "edge-short-relay", EXTRACT_SKYSTORE_PROXY_RELAY_TIMEOUT="1"
+    )
+    proxy.start()
+    try:
+        with _raw_put(stack, bucket, key, 4 * MiB, proxy.url) as sock:
+            sock.sendall(os.urandom(2 * MiB))
+            sock.settimeout(20)
+            answer = b""
+            while b"</Error>" not in answer:
+                piece = sock.recv(65536)
+                assert piece, f"closed without an answer: {answer!r}"
+                answer += piece
+        assert answer.startswith(b"HTTP/1.1 400")
+        assert b"<Code>IncompleteBody</Code>" in answer
+        assert b"connection: close" in answer.lower()
+        s3 = stack.client()
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
+    finally:
+        proxy.stop()

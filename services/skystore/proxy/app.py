@@ -125,11 +125,11 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                     ["source"],
                     registry=app.state.metrics.registry,
                 )
-                bodies_sent = Counter(
-                    "skystore_get_bodies",
-                    "GET bodies sent, by path: buffered, streamed through Python, or relayed "
-                    "socket to socket in the kernel",
-                    ["path"],
+                bodies = Counter(
+                    "skystore_bodies",
+                    "Object bodies of GET and PUT, by path: buffered (small GETs), stream "
+                    "(through the ASGI stack) or relay (socket to socket, past it)",
+                    ["op", "path"],
                     registry=app.state.metrics.registry,
                 )
                 cache = ObjectCache(uuid.uuid4().hex, settings.object_cache_entries)
@@ -144,7 +144,7 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                     bytes_read,
                     cache,
                     records_served,
-                    bodies_sent,
+                    bodies,
                 )
                 try:
                     yield

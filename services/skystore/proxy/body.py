@@ -36,7 +36,8 @@ class Payload:
         self._expected_sha256 = None
         self.checksum = declared_checksum(headers)
         self._trailers: dict[str, str] = {}
-        if payload_hash in STREAMING_PAYLOADS:
+        self._chunked = payload_hash in STREAMING_PAYLOADS
+        if self._chunked:
             assert signed is not None
             stream = decode_aws_chunked(stream, signed=signed, key=key, trailers=self._trailers)
             declared = headers.get("x-amz-decoded-content-length")
@@ -56,18 +57,26 @@ class Payload:
         """Whether the body can be stored with one PUT (its length is known, within S3's limit)."""
         return self.declared is not None and self.declared <= MAX_SINGLE_PUT
 
+    @property
+    def plain(self) -> bool:
+        """Whether the bytes on the wire are the object's (not aws-chunked)."""
+        return not self._chunked
+
     async def chunks(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
-            if not chunk:
-                continue
-            self.size += len(chunk)
-            if self._md5 is not None:
-                self._md5.update(chunk)
-            if self._expected_sha256 is not None:
-                self._sha256.update(chunk)
-            if self.checksum is not None:
-                self.checksum.digest.update(chunk)
-            yield chunk
+            if chunk:
+                self.digest(chunk)
+                yield chunk
+
+    def digest(self, piece: bytes | memoryview) -> None:
+        """Count and digest the next piece of the body (done by `chunks()` as they pass)."""
+        self.size += len(piece)
+        if self._md5 is not None:
+            self._md5.update(piece)
+        if self._expected_sha256 is not None:
+            self._sha256.update(piece)
+        if self.checksum is not None:
+            self.checksum.digest.update(piece)
 
     @property
     def md5_hex(self) -> str:

@@ -36,7 +36,7 @@ class Proxy:
     bytes_read: Counter
     cache: ObjectCache
     records_served: Counter  # object records used, by source: cache or locator
-    bodies_sent: Counter  # GET bodies, by path: buffered, stream or relay
+    bodies: Counter  # GET and PUT bodies, by op and path: buffered, stream or relay
     # Bucket records for authorisation, kept briefly: owners never change, and every write or
     # read is checked against the locator's own view of the bucket anyway.
     bucket_ttl: float = 2.0
@@ -51,8 +51,8 @@ class Proxy:
             yield chunk
 
     def relays(self, copy: Locator, length: int) -> bool:
-        """Whether a GET body of `length` bytes from `copy` goes socket to socket (a client
-        connection that allows it is the caller's to check)."""
+        """Whether a body of `length` bytes from or to `copy` goes between the sockets past
+        the ASGI stack (a client connection that allows it is the caller's to check)."""
         least = self.settings.relay_min_bytes
         return 0 < least <= length and self.regions.http(copy.region).relays
 

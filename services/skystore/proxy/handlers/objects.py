@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -10,9 +11,15 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from servicekit.errors import ExtractError, InvalidInput, NotFound, ServiceUnavailable
+from servicekit.errors import (
+    BadRequest,
+    ExtractError,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+)
 from servicekit.s3 import translate_s3_error
-from servicekit.socket_relay import ClientConnection, RelayedResponse
+from servicekit.socket_relay import ClientConnection, RelayedResponse, RelayError
 from services.skystore.policies import policy
 from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.body import Payload
@@ -71,17 +78,26 @@ async def roll_back(proxy: Proxy, object_id: int) -> None:
     await asyncio.shield(roll_back())
 
 
-async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str]) -> str:
+async def _store(
+    proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str], request: Request
+) -> str:
     """Write the body to the first region, then copy it to the others (synchronous replicas);
     the object's ETag.
 
     A body of known length goes through in one streamed PUT, whose ETag (the MD5 of the bytes)
-    the region computes; others go as a multipart upload, and the proxy computes the MD5."""
+    the region computes (a large one read straight off the client's socket when it can be);
+    others go as a multipart upload, and the proxy computes the MD5."""
     copies = {c.region: c for c in started.locators}
     primary = copies[regions[0]]
-    if payload.declared is not None and payload.in_one_request:
+    client = ClientConnection.in_scope(request.scope)
+    length = payload.declared if payload.in_one_request else None
+    if length is not None and client and payload.plain and proxy.relays(primary, length):
+        proxy.bodies.labels(op="put", path="relay").inc()
+        etag = await _store_from_socket(proxy, primary, payload, length, client, request)
+    elif length is not None:
+        proxy.bodies.labels(op="put", path="stream").inc()
         etag = await proxy.regions.http(primary.region).put(
-            primary.physical_bucket, primary.physical_key, payload.chunks(), length=payload.declared
+            primary.physical_bucket, primary.physical_key, payload.chunks(), length=length
         )
     else:
         await write_stream(
@@ -94,6 +110,33 @@ async def _store(proxy: Proxy, started: ObjectInfo, payload: Payload, regions: l
     for region in regions[1:]:
         await replicate(proxy, primary, copies[region])
     return etag
+
+
+async def _store_from_socket(
+    proxy: Proxy,
+    primary: Locator,
+    payload: Payload,
+    length: int,
+    client: ClientConnection,
+    request: Request,
+) -> str:
+    try:
+        first, source = await client.take_request_body(request.receive)
+    except RelayError as exc:
+        raise BadRequest(str(exc), code="IncompleteBody") from exc
+    try:
+        return await proxy.regions.http(primary.region).put_from_socket(
+            primary.physical_bucket,
+            primary.physical_key,
+            first,
+            source,
+            length,
+            payload.digest,
+            stall_timeout=proxy.settings.relay_timeout,
+        )
+    finally:
+        if source is not None:
+            os.close(source)
 
 
 async def replicate(proxy: Proxy, source: Locator, target: Locator) -> None:
@@ -143,7 +186,7 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
     payload = Payload(request.stream(), s3, caller.signed, caller.signing_key)
     started = await proxy.locator.start_upload(new_upload(s3, caller, regions))
     try:
-        etag = await _store(proxy, started, payload, regions)
+        etag = await _store(proxy, started, payload, regions, request)
         payload.check()
     except BaseException:
         await roll_back(proxy, started.id)
@@ -235,9 +278,9 @@ async def _send(
         # Small bodies are read whole and sent at once: a streamed response costs a task
         # group and more writes, milliseconds that a 4 KiB GET cannot afford.
         body = b"".join([chunk async for chunk in chunks])
-        proxy.bodies_sent.labels(path="buffered").inc()
+        proxy.bodies.labels(op="get", path="buffered").inc()
         return Response(body, status, headers=headers, media_type=info.content_type)
-    proxy.bodies_sent.labels(path="stream").inc()
+    proxy.bodies.labels(op="get", path="stream").inc()
     return StreamingResponse(chunks, status, headers=headers, media_type=info.content_type)
 
 
@@ -261,7 +304,7 @@ async def _relayed(
             f"region {copy.region} has {source.length} bytes where the record says {length}",
             detail={"bucket": info.bucket, "key": info.key},
         )
-    proxy.bodies_sent.labels(path="relay").inc()
+    proxy.bodies.labels(op="get", path="relay").inc()
     return RelayedResponse(
         source,
         client,
