@@ -10,15 +10,15 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from gateway.api import gateway_api_router, jwks_router
 from gateway.authn import Authenticator
 from gateway.credentials import bootstrap_admin
+from gateway.edge_headers import EdgeHeadersMiddleware
 from gateway.errors import install_gateway_error_handlers
 from gateway.identity import IdentityTokens
-from gateway.limits import LimitsMiddleware, RateLimiter, SecurityHeadersMiddleware
+from gateway.limits import LimitsMiddleware, RateLimiter
 from gateway.oidc import OidcVerifier
 from gateway.openapi import MergedOpenAPI
 from gateway.proxied_paths import ProxiedPaths
@@ -89,11 +89,10 @@ def _bearer_verifier(settings: GatewaySettings) -> OidcVerifier | None:
 
 def _add_edge_middleware(app: FastAPI, settings: GatewaySettings, per_ip: RateLimiter) -> None:
     # Inside the chassis's middleware (request id, tracing, access log, metrics), so that
-    # refusals here are logged and counted too; outermost of them the security headers.
+    # refusals here are logged and counted too; outermost of them the security headers and CORS.
     app.user_middleware += [
-        Middleware(SecurityHeadersMiddleware),
         Middleware(
-            CORSMiddleware,
+            EdgeHeadersMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=True,
             allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],

@@ -43,13 +43,20 @@ class IdentityTokens:
         self.issuer = issuer
         self._clock = clock
         self._reuse_for = ttl / 10
-        self._cache: dict[Identity, tuple[float, str]] = {}
+        self._cache: dict[Identity, tuple[float, str, bytes]] = {}
 
     def token_for(self, identity: Identity) -> str:
+        return self._cached(identity)[1]
+
+    def header_for(self, identity: Identity) -> bytes:
+        """`Bearer <token>`, as the value of an Authorization header."""
+        return self._cached(identity)[2]
+
+    def _cached(self, identity: Identity) -> tuple[float, str, bytes]:
         now = self._clock()
         cached = self._cache.get(identity)
         if cached is not None and now - cached[0] < self._reuse_for:
-            return cached[1]
+            return cached
         token = issue_identity_token(
             self.key,
             identity.principal,
@@ -60,5 +67,5 @@ class IdentityTokens:
         )
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[identity] = (now, token)
-        return token
+        cached = self._cache[identity] = (now, token, f"Bearer {token}".encode())
+        return cached

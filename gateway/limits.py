@@ -1,5 +1,4 @@
-"""Limits and hygiene at the edge: token-bucket rate limits per IP and per principal, header
-size caps, and the security headers every response carries."""
+"""Limits at the edge: token-bucket rate limits per IP and per principal, header size caps."""
 
 from __future__ import annotations
 
@@ -7,22 +6,13 @@ import math
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import wire_format_for
 from servicekit.errors import TooManyRequests
 from servicekit.wire_errors import WireError, WireFormat, render_error
 
-__all__ = ["LimitsMiddleware", "RateLimiter", "SecurityHeadersMiddleware", "TokenBucket"]
-
-SECURITY_HEADERS = (
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-)
-_RAW_SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS]
-_HSTS = b"strict-transport-security"
+__all__ = ["LimitsMiddleware", "RateLimiter", "TokenBucket"]
 
 
 class TokenBucket:
@@ -136,26 +126,3 @@ class LimitsMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-class SecurityHeadersMiddleware:
-    """HSTS, nosniff, no framing, no referrer on every response; upstream values are kept
-    for all but HSTS, which only the TLS edge can promise."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0].lower() != _HSTS]
-                present = {name.lower() for name, _ in headers}
-                headers += [h for h in _RAW_SECURITY_HEADERS if h[0] not in present]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

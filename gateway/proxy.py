@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import Request, Response
@@ -69,6 +70,13 @@ _MAX_SIGNED_RESPONSE = 8 * 1024 * 1024
 _SMALL_BODY = 64 * 1024
 
 
+# Request header names (ASGI gives them in lower case) the gateway never passes upstream.
+_NOT_FORWARDED = frozenset(
+    name.encode() for name in _HOP_BY_HOP | _SET_BY_GATEWAY | IDENTITY_HEADERS
+)
+_UNENCODED = re.compile(r"[^\x21-\x7e]")
+
+
 def _connection_listed(headers: Sequence[tuple[bytes, bytes]]) -> set[str]:
     """Header names a `Connection` header declares hop-by-hop for this message."""
     listed: set[str] = set()
@@ -76,6 +84,47 @@ def _connection_listed(headers: Sequence[tuple[bytes, bytes]]) -> set[str]:
         if name.lower() == b"connection":
             listed |= {token.strip().lower() for token in value.decode("latin-1").split(",")}
     return listed
+
+
+class _ClientHeaders:
+    """What the proxy needs of a request's headers, from one pass over them: the ones to
+    forward (hop-by-hop, identity and the gateway's own left out, the session cookie cut)."""
+
+    __slots__ = ("chunked", "content_length", "forwarded", "host", "request_id")
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]], session_cookie: bytes) -> None:
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.host = b""
+        self.request_id = False
+        forwarded = self.forwarded = []
+        listed: set[bytes] = set()
+        for name, value in raw:
+            if name in _NOT_FORWARDED:
+                if name == b"host":
+                    self.host = value
+                elif name == b"transfer-encoding":
+                    self.chunked = True
+                elif name == b"connection":
+                    listed.update(token.strip().lower() for token in value.split(b","))
+                continue
+            if name == b"content-length":
+                self.content_length = value
+            elif name == b"cookie":
+                value = _without_cookie(value, session_cookie)
+                if not value:
+                    continue
+            elif name == b"x-request-id":
+                self.request_id = True
+            forwarded.append((name, value))
+        if listed - _NOT_FORWARDED:  # a Connection header named end-to-end headers hop-by-hop
+            self.forwarded = [(n, v) for n, v in forwarded if n not in listed]
+
+
+def _without_cookie(header: bytes, prefix: bytes) -> bytes:
+    return b"; ".join(
+        c for c in (c.strip() for c in header.split(b";")) if c and not c.startswith(prefix)
+    )
 
 
 class _BodyTooLarge(Exception):
@@ -96,7 +145,7 @@ class ReverseProxy:
         self.upstreams = upstreams
         self.tokens = tokens
         self.retries = retries
-        self.session_cookie = session_cookie
+        self.session_cookie = f"{session_cookie}=".encode()
         self.devices = devices
         self.signer = signer
 
@@ -107,15 +156,16 @@ class ReverseProxy:
                 f"{request.url.path}: the {route.upstream} service is not configured here",
                 detail={"upstream": route.upstream},
             )
-        declared = request.headers.get("content-length")
+        client = _ClientHeaders(request.scope["headers"], self.session_cookie)
+        declared = client.content_length
         if declared is not None and declared.isdigit() and int(declared) > route.max_body:
             raise PayloadTooLarge(
-                f"request body of {declared} bytes exceeds the {route.max_body} bytes "
+                f"request body of {declared.decode()} bytes exceeds the {route.max_body} bytes "
                 f"accepted on {route.prefix}"
             )
         path = _upstream_path(request, route)
-        headers = self._request_headers(request, identity)
-        has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
+        headers = self._request_headers(request, identity, client)
+        has_body = declared not in (None, b"0") or client.chunked
         if route.critical:
             return await self._forward_critical(request, route, upstream, path, headers, identity)
         body = _capped(request.stream(), route.max_body) if has_body else None
@@ -138,7 +188,7 @@ class ReverseProxy:
         route: Route,
         upstream: Upstream,
         path: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         identity: Identity,
     ) -> Response:
         """Critical payloads are small and signed whole: the request body is read and its
@@ -160,8 +210,8 @@ class ReverseProxy:
                 caller=identity.principal,
             )
         # Signed as sent: no content coding between the signature and the bytes it covers.
-        headers = [(n, v) for n, v in headers if n != "accept-encoding"]
-        headers.append(("accept-encoding", "identity"))
+        headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
+        headers.append((b"accept-encoding", b"identity"))
         query = request.scope.get("query_string", b"")
         retriable = request.method != "POST"
         response = await self._send(
@@ -176,37 +226,24 @@ class ReverseProxy:
         ]
         return signed
 
-    def _request_headers(self, request: Request, identity: Identity) -> list[tuple[str, str]]:
-        raw = request.scope["headers"]
-        drop = _HOP_BY_HOP | _SET_BY_GATEWAY | IDENTITY_HEADERS | _connection_listed(raw)
-        headers: list[tuple[str, str]] = []
-        for name_bytes, value_bytes in raw:
-            name = name_bytes.decode("latin-1").lower()
-            if name in drop:
-                continue
-            value = value_bytes.decode("latin-1")
-            if name == "cookie":
-                value = self._without_session_cookie(value)
-                if not value:
-                    continue
-            headers.append((name, value))
-        client = request.client.host if request.client else "unknown"
+    def _request_headers(
+        self, request: Request, identity: Identity, client: _ClientHeaders
+    ) -> list[tuple[bytes, bytes]]:
+        scope = request.scope
+        address = scope.get("client")
+        headers = client.forwarded
         headers += [
-            ("x-forwarded-for", client),
-            ("x-forwarded-proto", request.scope.get("scheme", "http")),  # no URL object built
-            ("x-forwarded-host", request.headers.get("host", "")),
-            ("authorization", f"Bearer {self.tokens.token_for(identity)}"),
+            (b"x-forwarded-for", address[0].encode() if address else b"unknown"),
+            (b"x-forwarded-proto", scope.get("scheme", "http").encode()),  # no URL object built
+            (b"x-forwarded-host", client.host),
+            (b"authorization", self.tokens.header_for(identity)),
         ]
         # The gateway's request span, or the caller's context when no exporter is configured.
-        headers += inject_trace_headers({}).items()
-        if (request_id := current_request_id()) and "x-request-id" not in request.headers:
-            headers.append(("x-request-id", request_id))
+        for name, value in inject_trace_headers({}).items():
+            headers.append((name.encode(), value.encode("latin-1")))
+        if not client.request_id and (request_id := current_request_id()):
+            headers.append((b"x-request-id", request_id.encode()))
         return headers
-
-    def _without_session_cookie(self, header: str) -> str:
-        prefix = f"{self.session_cookie}="
-        kept = [c.strip() for c in header.split(";") if not c.strip().startswith(prefix)]
-        return "; ".join(c for c in kept if c)
 
     async def _send(
         self,
@@ -214,7 +251,7 @@ class ReverseProxy:
         method: str,
         path: str,
         query: bytes,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | bytes | None,
         retriable: bool,
     ) -> UpstreamResponse:
@@ -268,7 +305,7 @@ def _upstream_path(request: Request, route: Route) -> str:
     path = raw.decode("latin-1")
     if route.strip_prefix and not route.matches(path):
         raise InvalidInput(f"path {path!r} must spell the {route.prefix} prefix unencoded")
-    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in path):
+    if _UNENCODED.search(path):
         raise InvalidInput("path holds characters that must be percent-encoded")
     return route.upstream_path(path)
 

@@ -156,9 +156,7 @@ class S3Passthrough:
             for name, value in headers
         )
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        forwarded = [
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in _forwarded_headers(headers)
-        ]
+        forwarded = _forwarded_headers(headers)
         if not upstream.breaker.allow():
             raise ServiceUnavailable(
                 "the SkyStore proxy is failing; its circuit breaker is open",

@@ -157,7 +157,7 @@ class _Connection(asyncio.Protocol):
         self,
         method: str,
         target: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | bytes | None,
     ) -> UpstreamResponse:
         assert self.transport is not None
@@ -384,36 +384,37 @@ class _Connection(asyncio.Protocol):
 def _head(
     method: str,
     target: str,
-    headers: Sequence[tuple[str, str]],
-    host: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    host: bytes,
     body: AsyncIterator[bytes] | bytes | None,
 ) -> tuple[bytes, bool]:
     """The request's head, and whether its body goes in chunks."""
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
     has_host = has_length = False
     for name, value in headers:
-        if name == "host":
+        if name == b"host":
             has_host = True
-        elif name == "content-length":
+        elif name == b"content-length":
             has_length = True
-        lines.append(f"{name}: {value}\r\n")
+        parts += (name, b": ", value, b"\r\n")
     if not has_host:
-        lines.append(f"host: {host}\r\n")
+        parts.append(b"host: %b\r\n" % host)
     chunked = False
     if not has_length:
         if isinstance(body, bytes) and body:
-            lines.append(f"content-length: {len(body)}\r\n")
+            parts.append(b"content-length: %d\r\n" % len(body))
         elif body is not None and not isinstance(body, bytes):
             chunked = True
-            lines.append("transfer-encoding: chunked\r\n")
+            parts.append(b"transfer-encoding: chunked\r\n")
         elif method in _METHODS_WITH_BODY:
-            lines.append("content-length: 0\r\n")
-    lines.append("\r\n")
-    text = "".join(lines)
+            parts.append(b"content-length: 0\r\n")
+    parts.append(b"\r\n")
+    head = b"".join(parts)
     # A CR or LF inside a name, value or target would start a header of its own.
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+    lines = len(parts) - 3 * len(headers)  # a header is four parts, other lines one each
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
         raise ValueError(f"request head for {target!r}: CR or LF inside a header or the target")
-    return text.encode("latin-1"), chunked
+    return head, chunked
 
 
 class ConnectionPool:
@@ -442,7 +443,7 @@ class ConnectionPool:
         self.host = host
         self.port = port
         self.tls = tls
-        self.host_header = f"{host}:{port}"
+        self.host_header = f"{host}:{port}".encode()
         self.limit = limit
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
@@ -457,7 +458,7 @@ class ConnectionPool:
         self,
         method: str,
         target: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | bytes | None = None,
     ) -> UpstreamResponse:
         """Send a request for `target` (path and query, as encoded); the response's body is

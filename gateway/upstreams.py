@@ -58,7 +58,7 @@ class Upstream:
         method: str,
         path: str,
         query: bytes,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | bytes | None,
     ) -> UpstreamResponse:
         """Send a request for `path` (as encoded) and `query` (raw), header names in lower

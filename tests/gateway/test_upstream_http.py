@@ -84,7 +84,7 @@ def answering(*responses: bytes, then_close: bool = False) -> Callable[[Scripted
 
 
 async def get(pool: ConnectionPool, target: str = "/x", method: str = "GET") -> tuple[int, bytes]:
-    response = await pool.request(method, target, [("accept", "*/*")])
+    response = await pool.request(method, target, [(b"accept", b"*/*")])
     return response.status, await response.read(1024 * 1024)
 
 
@@ -100,7 +100,7 @@ async def test_a_connection_is_kept_for_the_next_request() -> None:
 async def test_the_head_names_the_host_and_what_the_caller_sent() -> None:
     async with scripted(answering(OK)) as upstream:
         pool = pool_for(upstream.port)
-        response = await pool.request("POST", "/a%2Fb?q=1", [("x-one", "1")], b"body")
+        response = await pool.request("POST", "/a%2Fb?q=1", [(b"x-one", b"1")], b"body")
         await response.read(100)
         host = f"host: 127.0.0.1:{upstream.port}\r\n".encode()
         assert upstream.heads[0] == (
@@ -255,7 +255,7 @@ async def test_cr_or_lf_in_a_header_is_refused_before_anything_is_sent() -> None
     async with scripted(answering(OK)) as upstream:
         pool = pool_for(upstream.port)
         with pytest.raises(ValueError, match="CR or LF"):
-            await pool.request("GET", "/", [("x-a", "1\r\nx-injected: 2")])
+            await pool.request("GET", "/", [(b"x-a", b"1\r\nx-injected: 2")])
         assert upstream.heads == []
         await pool.close()
 
