@@ -1,6 +1,6 @@
 """SkyStore benchmark: the S3 proxy vs direct SeaweedFS access, side by side in one run.
 
-    python -m bench.skystore [--small 300] [--medium 40] [--large 3]
+    python -m bench.skystore [--small 300] [--medium 40] [--large 5]
 
 Starts two SeaweedFS regions, the locator and one proxy per region (real uvicorn processes),
 then measures with the same boto3 client configuration on both paths: PUT and GET of 4 KiB,
@@ -61,16 +61,32 @@ def _client(url: str, key: str, secret: str) -> Any:
     )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _timed(
-    name: str, count: int, operation: Callable[[int], Any], note: str = "", volume: int = 0
+    name: str,
+    count: int,
+    operation: Callable[[int], Any],
+    note: str = "",
+    volume: int = 0,
+    cpu_of: int | None = None,
 ) -> Result:
+    """`operation` run `count` times; `cpu_of`: a process whose CPU per operation is noted."""
     latencies = []
+    cpu = _cpu_seconds(cpu_of) if cpu_of else 0.0
     start = time.perf_counter()
     for i in range(count):
         began = time.perf_counter()
         operation(i)
         latencies.append(time.perf_counter() - began)
     seconds = time.perf_counter() - start
+    if cpu_of:
+        per_op = (_cpu_seconds(cpu_of) - cpu) / count * 1000
+        note = f"proxy CPU {per_op:,.1f} ms/op {note}".strip()
     if volume:
         note = f"{volume * count / seconds / MiB:,.1f} MiB/s {note}".strip()
     return Result(name, count, seconds, latencies, note)
@@ -78,7 +94,8 @@ def _timed(
 
 def _start_skystore(
     root: Path, regions: dict[str, S3Endpoint], nats_url: str, stack: ExitStack
-) -> dict[str, str]:
+) -> dict[str, ServiceProcess]:
+    """The locator and the proxies, by name ("locator", the regions, NO_CACHE), started."""
     ini = root / "regions.ini"
     ini.write_text(
         "".join(
@@ -119,7 +136,7 @@ def _start_skystore(
     )
     locator.start()
     stack.callback(locator.stop)
-    urls = {}
+    started = {"locator": locator}
     proxies = [(region, region, {}) for region in regions]
     proxies.append((NO_CACHE, EDGE, {"EXTRACT_SKYSTORE_PROXY_NATS_URL": ""}))
     for name, region, env in proxies:
@@ -140,12 +157,13 @@ def _start_skystore(
         )
         proxy.start()
         stack.callback(proxy.stop)
-        urls[name] = proxy.url
-    urls["locator"] = locator.url
-    return urls
+        started[name] = proxy
+    return started
 
 
-def _object_rows(direct: Any, proxy: Any, uncached: Any, size: int, count: int) -> list[Result]:
+def _object_rows(
+    direct: Any, proxy: Any, uncached: Any, size: int, count: int, proxy_pid: int
+) -> list[Result]:
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
     direct.create_bucket(Bucket=bucket_direct)
@@ -163,6 +181,7 @@ def _object_rows(direct: Any, proxy: Any, uncached: Any, size: int, count: int) 
             count,
             lambda i: proxy.put_object(Bucket=bucket_proxy, Key=f"k{i}", Body=body),
             volume=size,
+            cpu_of=proxy_pid,
         ),
         _timed(
             f"direct GET {label}",
@@ -175,6 +194,7 @@ def _object_rows(direct: Any, proxy: Any, uncached: Any, size: int, count: int) 
             count,
             lambda i: proxy.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
             volume=size,
+            cpu_of=proxy_pid,
         ),
         _timed(
             f"proxy  GET {label}, no record cache",
@@ -190,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.skystore")
     parser.add_argument("--small", type=int, default=300, help="4 KiB operations")
     parser.add_argument("--medium", type=int, default=40, help="1 MiB operations")
-    parser.add_argument("--large", type=int, default=3, help="64 MiB operations")
+    parser.add_argument("--large", type=int, default=5, help="64 MiB operations")
     args = parser.parse_args()
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-skystore-")))
@@ -198,7 +218,9 @@ def main() -> None:
         nats = NatsServer(port=free_port(), store_dir=root / "nats", log_path=root / "nats.log")
         nats.start()
         stack.callback(nats.stop)
-        urls = _start_skystore(root, regions, nats.url, stack)
+        processes = _start_skystore(root, regions, nats.url, stack)
+        urls = {name: process.url for name, process in processes.items()}
+        edge_pid = processes[EDGE].process.pid
         key = httpx.post(
             f"{urls['locator']}/access-keys",
             json={"principal": "user/bench"},
@@ -223,7 +245,7 @@ def main() -> None:
         today = time.strftime("%Y-%m-%d")
         print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")
         for size, count in ((4 * KiB, args.small), (MiB, args.medium), (64 * MiB, args.large)):
-            rows = _object_rows(direct, proxy, uncached, size, count)
+            rows = _object_rows(direct, proxy, uncached, size, count, edge_pid)
             print()
             print_table([rows[0], rows[1]])
             print()
@@ -247,6 +269,7 @@ def main() -> None:
                     "proxy  HEAD",
                     n,
                     lambda i: proxy.head_object(Bucket=bucket_p, Key=f"dir/k{i % 100:03d}"),
+                    cpu_of=edge_pid,
                 ),
                 _timed(
                     "proxy  HEAD, no record cache",
