@@ -7,8 +7,10 @@ front of it, and NGINX configured as a TLS reverse proxy to the same catalog wit
 certificate, suites and one worker process. NGINX is the one on PATH, else the Debian package
 fetched without root into `.venv-tools/nginx/` (`apt-get download nginx` + `dpkg-deb -x`, once);
 when neither works every table says "NGINX ABSENT" (nothing is skipped silently). Every path
-is driven by the same httpx client, with keep-alive and with a new TLS connection per request,
-at each concurrency. Also measures the cost of signing one critical response (detached JWS ES256).
+is driven by its own httpx client, with keep-alive and with a new TLS connection per request,
+at each concurrency; up to concurrency 16 the paths take turns (ten rotations), so that a change
+in the load of the shared machine during a level does not fall on one path only. Also measures
+the cost of signing one critical response (detached JWS ES256).
 """
 
 from __future__ import annotations
@@ -74,24 +76,34 @@ http {{
 """
 
 
-async def drive(
-    url: str,
-    *,
-    concurrency: int,
-    total: int,
-    verify: ssl.SSLContext | bool,
-    keepalive: bool,
-    headers: dict[str, str],
-) -> tuple[float, list[float]]:
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency if keepalive else 0
-    )
-    latencies: list[float] = []
-    async with httpx.AsyncClient(
-        verify=verify, limits=limits, timeout=30, headers=headers
-    ) as client:
-        for _ in range(min(50, total)):  # warm-up: pools, caches, TLS sessions
-            (await client.get(url)).raise_for_status()
+class Driver:
+    """One path driven by its own httpx client (keep-alive or a new connection per request)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        concurrency: int,
+        verify: ssl.SSLContext | bool,
+        keepalive: bool,
+        headers: dict[str, str],
+    ) -> None:
+        self.url = url
+        self.concurrency = concurrency
+        limits = httpx.Limits(
+            max_connections=concurrency, max_keepalive_connections=concurrency if keepalive else 0
+        )
+        self.client = httpx.AsyncClient(verify=verify, limits=limits, timeout=30, headers=headers)
+        self.seconds = 0.0
+        self.latencies: list[float] = []
+
+    async def warm_up(self) -> None:
+        """Pools, caches, TLS sessions."""
+        for _ in range(50):
+            (await self.client.get(self.url)).raise_for_status()
+
+    async def run(self, total: int) -> None:
+        """`total` more GETs by `concurrency` workers; their time and latencies add up."""
         remaining = total
 
         async def worker() -> None:
@@ -99,14 +111,38 @@ async def drive(
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                response = await client.get(url)
-                latencies.append(time.perf_counter() - started)
+                response = await self.client.get(self.url)
+                self.latencies.append(time.perf_counter() - started)
                 if response.status_code != 200:
-                    raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
+                    raise RuntimeError(f"{self.url}: {response.status_code} {response.text[:200]}")
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - start, latencies
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        self.seconds += time.perf_counter() - start
+
+
+async def drive_interleaved(drivers: list[Driver], total: int, blocks: int) -> None:
+    """Every path gets `total` requests, in `blocks` turns taken in rotation, so a change of
+    the machine's load in the middle of a level weighs on every path alike."""
+    try:
+        for driver in drivers:
+            await driver.warm_up()
+        for block in range(blocks):
+            share = total // blocks + (1 if block < total % blocks else 0)
+            for driver in drivers:
+                await driver.run(share)
+    finally:
+        for driver in drivers:
+            await driver.client.aclose()
+
+
+def _blocks(concurrency: int, total: int) -> int:
+    # Turns of at least 50 requests and 4 per worker. Above 16 workers a turn lasts long
+    # enough for the other paths' idle keep-alive connections to outlive uvicorn's 5 s (the
+    # gateway's and the catalog's, not NGINX's), so those levels run each path at once.
+    if concurrency > 16:
+        return 1
+    return max(1, min(10, total // max(50, 4 * concurrency)))
 
 
 def _fetch_nginx() -> None:
@@ -288,21 +324,25 @@ def main() -> None:
                         ("nginx TLS, new connection each", url, context, False),
                     ]
                 for level in levels:
-                    results = []
-                    for name, base, verify, keepalive in targets:
-                        total = args.requests if level > 1 else args.requests // 2
-                        seconds, latencies = asyncio.run(
-                            drive(
-                                base + PATH,
-                                concurrency=level,
-                                total=total,
-                                verify=verify,
-                                keepalive=keepalive,
-                                headers={} if base == gateway.url else direct,
-                            )
+                    total = args.requests if level > 1 else args.requests // 2
+                    drivers = [
+                        Driver(
+                            base + PATH,
+                            concurrency=level,
+                            verify=verify,
+                            keepalive=keepalive,
+                            headers={} if base == gateway.url else direct,
                         )
-                        results.append(Result(name, len(latencies), seconds, latencies))
-                    print(f"\nGET {PATH}, concurrency {level}")
+                        for _, base, verify, keepalive in targets
+                    ]
+                    blocks = _blocks(level, total)
+                    asyncio.run(drive_interleaved(drivers, total, blocks))
+                    results = [
+                        Result(name, len(d.latencies), d.seconds, d.latencies)
+                        for (name, *_), d in zip(targets, drivers, strict=True)
+                    ]
+                    turns = f", paths in {blocks} rotating turns" if blocks > 1 else ""
+                    print(f"\nGET {PATH}, concurrency {level}{turns}")
                     print_table(results)
                     if nginx_port is None:
                         print(NGINX_ABSENT)
