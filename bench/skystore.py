@@ -11,12 +11,15 @@ HEAD p50 <= 2 ms.
 
 The proxies run as the local stack runs them: with NATS, so they answer HEAD and GET from object
 records held under the locator's read leases. A third proxy of the edge region without NATS
-(every HEAD and GET asks the locator) shows what the cache saves, in the same run.
+(every HEAD and GET asks the locator) shows what the cache saves, in the same run. HEAD and a
+1-byte GET are also timed with a bare client (http.client, signed by servicekit.sigv4) on both
+paths: botocore's own per-request work is most of a boto3 HEAD here, and the same for both.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import tempfile
@@ -24,8 +27,10 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import boto3
 import httpx
@@ -35,6 +40,7 @@ from bench._stats import Result, print_table
 from servicekit.infra.nats import NatsServer
 from servicekit.infra.ports import free_port
 from servicekit.infra.seaweed import S3Endpoint
+from servicekit.sigv4 import UNSIGNED_PAYLOAD, sign_request
 from servicekit.testing import ServiceProcess
 from servicekit.testing.sources import s3_regions
 
@@ -65,6 +71,38 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _BareClient:
+    """HEAD and GET over one keep-alive http.client connection, SigV4-signed by servicekit:
+    the same minimal client on both paths shows what the proxy adds apart from botocore's
+    own per-request work."""
+
+    def __init__(self, url: str, key: str, secret: str) -> None:
+        parts = urlsplit(url)
+        self._host = parts.netloc
+        self._key, self._secret = key, secret
+        self._connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+
+    def request(self, method: str, bucket: str, key: str) -> bytes:
+        path = f"/{bucket}/{quote(key)}"
+        headers = {"host": self._host}
+        headers |= sign_request(
+            method=method,
+            path=path,
+            headers=headers,
+            payload_hash=UNSIGNED_PAYLOAD,
+            access_key=self._key,
+            secret=self._secret,
+            region="us-east-1",
+            now=datetime.now(UTC),
+        )
+        self._connection.request(method, path, headers=headers)
+        response = self._connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: {response.status} {body[:200]!r}")
+        return body
 
 
 def _timed(
@@ -257,6 +295,8 @@ def main() -> None:
             direct.put_object(Bucket=bucket_d, Key=f"dir/k{i:03d}", Body=b"x")
             proxy.put_object(Bucket=bucket_p, Key=f"dir/k{i:03d}", Body=b"x")
         n = args.small
+        bare_direct = _BareClient(edge.url, edge.access_key, edge.secret_key)
+        bare_proxy = _BareClient(urls[EDGE], key["key_id"], key["secret"])
         print()
         print_table(
             [
@@ -286,6 +326,23 @@ def main() -> None:
             ]
         )
         print()
+        for method, label in (("HEAD", "HEAD"), ("GET", "GET 1 B")):
+            print_table(
+                [
+                    _timed(
+                        f"{path} {label}, bare client",
+                        n,
+                        lambda i, client=client, bucket=bucket, method=method: client.request(
+                            method, bucket, f"dir/k{i % 100:03d}"
+                        ),
+                    )
+                    for path, client, bucket in (
+                        ("direct", bare_direct, bucket_d),
+                        ("proxy ", bare_proxy, bucket_p),
+                    )
+                ]
+            )
+            print()
         print_table(
             [
                 _timed(
