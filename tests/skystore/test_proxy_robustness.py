@@ -62,9 +62,20 @@ def _physical_uploads(physical: Callable[[str], Any], logical: str) -> list[dict
     return [u for n in names for u in client.list_multipart_uploads(Bucket=n).get("Uploads", [])]
 
 
+def _physical_objects(physical: Callable[[str], Any], logical: str) -> list[dict]:
+    client = physical("local:edge")
+    names = [
+        b["Name"] for b in client.list_buckets()["Buckets"] if b["Name"].startswith(f"{logical}-")
+    ]
+    return [o for n in names for o in client.list_objects_v2(Bucket=n).get("Contents", [])]
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["multipart", "one-put-from-socket"])
 def test_proxy_killed_mid_put_leaves_nothing_visible_and_is_cleaned(
-    stack, physical, tmp_path: Path
+    stack, physical, tmp_path: Path, declared: bool
 ) -> None:
+    """Without a length the proxy stores the body as a multipart upload in the region; with
+    one (32 MiB) it streams one PUT read off the client's socket (servicekit.socket_relay)."""
     port = free_port()
     doomed = ServiceProcess(
         "services.skystore.proxy",
@@ -89,15 +100,22 @@ def test_proxy_killed_mid_put_leaves_nothing_visible_and_is_cleaned(
                 yield b"x" * MiB
             sent.set()
             release.wait(30)
+            if declared:
+                yield b"x" * (12 * MiB)  # the rest of the declared length, to a dead proxy
 
         def put() -> None:
+            headers = {"content-length": str(32 * MiB)} if declared else {}
             with contextlib.suppress(httpx.HTTPError):  # the proxy dies under it
-                httpx.put(url, content=body(), timeout=60)
+                httpx.put(url, content=body(), headers=headers, timeout=60)
 
         writer = threading.Thread(target=put)
         writer.start()
         assert sent.wait(30)
-        _until(lambda: _physical_uploads(physical, bucket), timeout=20)
+        if declared:
+            metrics = httpx.get(f"{doomed.url}/metrics").text
+            assert 'skystore_bodies_total{op="put",path="relay"} 1.0' in metrics
+        else:
+            _until(lambda: _physical_uploads(physical, bucket), timeout=20)
         os.kill(doomed.process.pid or 0, signal.SIGKILL)
         release.set()
         writer.join(30)
@@ -110,7 +128,7 @@ def test_proxy_killed_mid_put_leaves_nothing_visible_and_is_cleaned(
 
     def cleaned() -> bool:
         stack.locator_call("POST", "/sweep")
-        return not _physical_uploads(physical, bucket)
+        return not _physical_uploads(physical, bucket) and not _physical_objects(physical, bucket)
 
     _until(cleaned, timeout=30, interval=1)
 
