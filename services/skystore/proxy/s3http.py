@@ -5,7 +5,6 @@ goes through the region's aiobotocore client."""
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -180,7 +179,7 @@ class S3Http:
             headers["range"] = range_header
         signed = self._signed("GET", path, headers)
         try:
-            return await asyncio.to_thread(self._get_socket, path, signed, bucket, key)
+            return await in_relay_thread(self._get_socket, path, signed, bucket, key)
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc, bucket, key) from exc
 
