@@ -125,6 +125,12 @@ async def drive_interleaved(drivers: list[Driver], total: int, blocks: int) -> N
     """Every path gets `total` requests, in `blocks` turns taken in rotation, so a change of
     the machine's load in the middle of a level weighs on every path alike."""
     try:
+        if blocks == 1:  # one path after the other, each warmed up just before its run
+            for driver in drivers:
+                await driver.warm_up()
+                await driver.run(total)
+                await driver.client.aclose()
+            return
         for driver in drivers:
             await driver.warm_up()
         for block in range(blocks):
