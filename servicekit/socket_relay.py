@@ -190,29 +190,76 @@ def _relay_body(source: SocketBody, target: int, timeout: float) -> None:
 
 def relay(source: int, target: int, count: int, *, prefix: bytes = b"", timeout: float) -> None:
     """Write `prefix`, then move `count` bytes from `source` to `target` through a pipe, waiting
-    at most `timeout` seconds for either side at a time. Both may be non-blocking sockets."""
+    at most `timeout` seconds for either side at a time. Both may be non-blocking sockets.
+
+    Reading and writing overlap: the pipe takes in what the upstream sends while the client is
+    still taking what came before (one read, then one write, would leave each side idle half
+    the time)."""
     _write_all(target, prefix, timeout)
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
-        left = count
-        while left:
-            _wait(source, select.POLLIN, timeout, "the upstream")
-            try:
-                moved = _SPLICE(source, write_end, min(left, capacity), flags=os.SPLICE_F_MOVE)  # type: ignore[misc]
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise RelayError(f"reading the upstream failed: {exc}") from exc
-            if moved == 0:
-                raise RelayError(f"the upstream closed with {left} of {count} bytes to go")
-            left -= moved
-            _drain(read_end, target, moved, more=left > 0, timeout=timeout)
+        _Pipe(read_end, write_end, source, target, count, timeout).run()
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+class _Pipe:
+    """One relay: `unread` bytes still on the source, `held` in the pipe."""
+
+    def __init__(
+        self, read_end: int, write_end: int, source: int, target: int, count: int, timeout: float
+    ) -> None:
+        self._read_end, self._write_end = read_end, write_end
+        self._source, self._target = source, target
+        self._count = count
+        self._timeout_ms = timeout * 1000
+        self._capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        self.unread = count
+        self.held = 0
+
+    def run(self) -> None:
+        while self.unread or self.held:
+            poller = select.poll()
+            wanted = []
+            if self.unread and self.held < self._capacity:
+                poller.register(self._source, select.POLLIN)
+                wanted.append("the upstream")
+            if self.held:
+                poller.register(self._target, select.POLLOUT)
+                wanted.append("the client")
+            ready = {fd for fd, _ in poller.poll(self._timeout_ms)}
+            if not ready:
+                raise RelayError(f"{' and '.join(wanted)} stalled for {self._timeout_ms / 1000} s")
+            if self._source in ready:
+                self._take_in()
+            if self._target in ready:
+                self._give_out()
+
+    def _take_in(self) -> None:
+        room = min(self.unread, self._capacity - self.held)
+        try:
+            moved = _SPLICE(self._source, self._write_end, room, flags=os.SPLICE_F_MOVE)  # type: ignore[misc]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise RelayError(f"reading the upstream failed: {exc}") from exc
+        if moved == 0:
+            raise RelayError(f"the upstream closed with {self.unread} of {self._count} bytes to go")
+        self.unread -= moved
+        self.held += moved
+
+    def _give_out(self) -> None:
+        flags = os.SPLICE_F_MOVE | (os.SPLICE_F_MORE if self.unread else 0)
+        try:
+            sent = _SPLICE(self._read_end, self._target, self.held, flags=flags)  # type: ignore[misc]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise RelayError(f"the client connection failed: {exc}") from exc
+        self.held -= sent
 
 
 def pump(
@@ -244,18 +291,6 @@ def pump(
 async def in_relay_thread(function: Callable[..., T], *args: Any) -> T:
     """Run a blocking relay step on the relays' own threads."""
     return await asyncio.get_running_loop().run_in_executor(_RELAYS, function, *args)
-
-
-def _drain(pipe: int, target: int, count: int, *, more: bool, timeout: float) -> None:
-    flags = os.SPLICE_F_MOVE | (os.SPLICE_F_MORE if more else 0)
-    while count:
-        _wait(target, select.POLLOUT, timeout, "the client")
-        try:
-            count -= _SPLICE(pipe, target, count, flags=flags)  # type: ignore[misc]
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            raise RelayError(f"the client connection failed: {exc}") from exc
 
 
 def _write_all(target: int, data: bytes, timeout: float) -> None:
