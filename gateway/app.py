@@ -121,7 +121,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.database_location()
         await migrate_service_database(url, MIGRATIONS, VERSION_TABLE)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=settings.database_pool_size)
         app.state.database = session_factory(engine)
         if settings.admin_password:
             async with app.state.database.begin() as session:

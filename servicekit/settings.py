@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///…; "
         "empty = the SQLite file $EXTRACT_HOME/data/<service>.sqlite",
     )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        description="database connections kept open once used; as many again open for a burst",
+    )
     nats_url: str = Field("nats://127.0.0.1:14222", description="NATS server with JetStream")
     identity_jwks: str = Field(
         "",

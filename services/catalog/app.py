@@ -41,7 +41,7 @@ def create_app(settings: CatalogSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.database_location()
         await migrate_service_database(url, MIGRATIONS, VERSION_TABLE)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=settings.database_pool_size)
         events_key = load_or_create_signing_key(settings.events_key_location())
         app.state.engine = engine
         app.state.events_jwks = JWKSet.of(events_key)

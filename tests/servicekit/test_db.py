@@ -162,3 +162,29 @@ async def test_database_check_fails_when_the_sqlite_file_is_not_a_database(
             await database_check(engine)()
     finally:
         await engine.dispose()
+
+
+async def test_connections_in_use_at_once_up_to_the_pool_size_stay_open(
+    pg_database_url: str,
+) -> None:
+    """Eight requests at once, twice: the second eight reuse the first eight's connections (a
+    pool smaller than that started a PostgreSQL backend per request beyond it)."""
+    engine = create_engine(pg_database_url, pool_size=8)
+
+    async def backends() -> set[int]:
+        connections = [await engine.connect() for _ in range(8)]
+        try:
+            return {
+                (await c.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+                for c in connections
+            }
+        finally:
+            for connection in connections:
+                await connection.close()
+
+    try:
+        first = await backends()
+        assert len(first) == 8
+        assert await backends() == first
+    finally:
+        await engine.dispose()

@@ -69,7 +69,7 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.database_location()
         await migrate_service_database(url, MIGRATIONS, VERSION_TABLE)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=settings.database_pool_size)
         app.state.clock = clock
         app.state.sessions = session_factory(engine)
         app.state.object_lookup = ObjectLookup(url, app.state.sessions)
