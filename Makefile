@@ -31,8 +31,13 @@ $(SSLYZE):
 	$(PYTHON) -m venv $(TOOLS)/sslyze
 	$(TOOLS)/sslyze/bin/python -m pip install --quiet 'sslyze>=6.1,<7'
 
+# Three pytest-xdist workers, each taking whole files (their module fixtures start stacks): the
+# suite mostly waits on servers, so three keep two cores busy. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 3
+
 test: $(STAMP) $(SSLYZE)
-	EXTRACT_SSLYZE=$(abspath $(SSLYZE)) $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	EXTRACT_SSLYZE=$(abspath $(SSLYZE)) $(BIN)/python -m pytest -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Each prints its baseline beside it; bench.gateway also wants Debian's nginx-light (it says
 # "NGINX ABSENT" in every table without it). Results go to bench/RESULTS.md by hand.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -42,9 +42,9 @@ def _database_url(server_url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture
-def pg_database_url(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (asyncpg SQLAlchemy URL), dropped afterwards."""
+@contextmanager
+def _fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (asyncpg SQLAlchemy URL), dropped on exit."""
     name = f"extract_test_{uuid.uuid4().hex[:12]}"
 
     async def create() -> None:
@@ -65,6 +65,21 @@ def pg_database_url(postgres_url: str) -> Iterator[str]:
     url = _database_url(postgres_url, name)
     yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
     run_sync(drop)
+
+
+@pytest.fixture
+def pg_database_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (asyncpg SQLAlchemy URL), dropped afterwards."""
+    with _fresh_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_module_database_url(postgres_url: str) -> Iterator[str]:
+    """As pg_database_url, shared by a module's tests: for a costly set-up that they only
+    read (a seeded table, say)."""
+    with _fresh_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -67,6 +67,13 @@ def _isolated() -> bool:
     return os.environ.get("EXTRACT_TEST_ISOLATED", "") not in ("", "0")
 
 
+def _parallel_worker() -> bool:
+    """Whether pytest-xdist runs this process beside others. Their tests would hear each
+    other's events on a shared NATS (the streams are named after services), so each worker
+    starts its own."""
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
 def docker_engine_answers() -> bool:
     try:
         done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
@@ -141,7 +148,7 @@ def nats_server_url(stack: ExitStack) -> Iterator[str]:
     if url:
         yield url
         return
-    if not _isolated() and jetstream_answers(*LOCAL_NATS):
+    if not _isolated() and not _parallel_worker() and jetstream_answers(*LOCAL_NATS):
         yield "nats://{}:{}".format(*LOCAL_NATS)
         return
     if docker_engine_answers():

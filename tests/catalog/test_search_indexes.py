@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import shapely
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
@@ -53,10 +53,11 @@ def _document(n: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def session(pg_database_url: str) -> AsyncIterator[AsyncSession]:
-    await migrate_service_database(pg_database_url, MIGRATIONS, "catalog_alembic_version")
-    engine = create_engine(pg_database_url)
+@pytest.fixture(scope="module")
+async def engine(pg_module_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A database seeded once for the module's tests, which only plan queries on it."""
+    await migrate_service_database(pg_module_database_url, MIGRATIONS, "catalog_alembic_version")
+    engine = create_engine(pg_module_database_url)
     try:
         async with session_factory(engine)() as session:
             documents = [_document(n) for n in range(ROWS)]
@@ -64,9 +65,16 @@ async def session(pg_database_url: str) -> AsyncIterator[AsyncSession]:
                 await insert_resources(session, documents[start : start + 5_000])
             await session.commit()
             await session.execute(sa.text("ANALYZE catalog_resources"))
-            yield session
+            await session.commit()
+        yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    async with session_factory(engine)() as session:
+        yield session
 
 
 async def _plan(
