@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,6 +77,7 @@ STANDARD_OPERATIONS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 
 
+@functools.cache
 def implied(right: str) -> frozenset[str]:
     """The right itself and every right it implies, transitively."""
     _check_right(right)
@@ -153,12 +155,17 @@ def default_acl(identity: Identity) -> dict[str, list[str]]:
 
 def principals_with(acl: Mapping[str, Any], right: str) -> frozenset[str]:
     """Principals holding `right`: owners, admins, and those granted it or a right implying it."""
-    _check_right(right)
     holders = {ADMIN_CLAIM, *acl.get(OWNERS, ())}
-    for granted in RIGHTS:
-        if right in implied(granted):
-            holders.update(acl.get(granted, ()))
+    for granted in _granting(right):
+        holders.update(acl.get(granted, ()))
     return frozenset(holders)
+
+
+@functools.cache
+def _granting(right: str) -> tuple[str, ...]:
+    """The rights that grant `right`: itself and those that imply it."""
+    _check_right(right)
+    return tuple(granted for granted in RIGHTS if right in implied(granted))
 
 
 def visible_view(resource: Mapping[str, Any], held: Iterable[str]) -> dict[str, Any] | None:
