@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -161,13 +160,8 @@ def create_app(
             if s3_listener is not None:
                 await s3_listener.start()
             app.state.s3_listener = s3_listener
-            # Everything built so far lives as long as the process: out of the collector's
-            # sight, a full collection no longer walks ~150k objects (~150 ms, every few
-            # thousand requests).
-            gc.freeze()
             yield
         finally:
-            gc.unfreeze()
             if s3_listener is not None:
                 await s3_listener.stop()
             await upstreams.close()

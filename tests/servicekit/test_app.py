@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -45,6 +46,23 @@ async def test_the_service_lifespan_runs_inside_the_chassis_around_requests() ->
         events.append("request")
         await client.get("/healthz")
     assert events == ["service started", "request", "service stopped"]
+
+
+async def test_the_heap_built_at_start_is_out_of_the_collectors_sight_while_serving() -> None:
+    frozen_at_start: list[int] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        frozen_at_start.append(gc.get_freeze_count())
+        yield
+
+    gc.unfreeze()
+    app = create_service_app(name="scheduler", settings=ServiceSettings(), lifespan=lifespan)
+    async with app_client(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert frozen_at_start == [0]  # frozen once the service's own start-up is done
+    assert gc.get_freeze_count() == 0
 
 
 async def test_readiness_checks_added_at_start_up_are_run_by_readyz() -> None:
