@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.skystore.locator import replicas, store
+from services.skystore.locator import buckets, replicas, versions, writes
 from services.skystore.locator.eviction import bucket_ttl
 from services.skystore.locator.registry import put_link, put_region
 from services.skystore.schemas import (
@@ -56,9 +56,9 @@ async def _replicated(
         eviction=eviction or BucketEviction(),
     )
     async with sessions.begin() as session:
-        await store.start_create_bucket(session, request=request, default_policy=policy, now=T0)
-        await store.complete_create_bucket(session, name=bucket)
-        started = await store.start_upload(
+        await buckets.start_create_bucket(session, request=request, default_policy=policy, now=T0)
+        await buckets.complete_create_bucket(session, name=bucket)
+        started = await writes.start_upload(
             session,
             request=UploadStart(
                 bucket=bucket, key="k", owner="user/alice", regions=[EDGE], base_region=EDGE
@@ -66,7 +66,7 @@ async def _replicated(
             now=T0,
         )
         done = UploadComplete(size=1, etag="e", regions=[EDGE])
-        await store.complete_upload(session, object_id=started.id, done=done, now=T0)
+        await writes.complete_upload(session, object_id=started.id, done=done, now=T0)
         replica = await replicas.start_replica(session, object_id=started.id, region=CLOUD, now=T0)
         await replicas.complete_replica(session, locator_id=replica.id, now=T0)
     return replica.id
@@ -79,15 +79,15 @@ async def _evict(sessions: Sessions, at: datetime, default: str = "fixed_ttl") -
         evicted = await replicas.evict_expired(session, now=at, ttl_for=rule)
     async with sessions() as session:
         names = {}
-        for bucket in await store.list_buckets(session):
-            info = await store.get_object(session, bucket=bucket.name, key="k")
+        for bucket in await buckets.list_buckets(session):
+            info = await versions.get_object(session, bucket=bucket.name, key="k")
             names[info.id] = bucket.name
     return {names[g.object_id] for g in evicted}
 
 
 async def _copies(sessions: Sessions, bucket: str) -> set[tuple[str, str, bool]]:
     async with sessions() as session:
-        info = await store.get_object(session, bucket=bucket, key="k")
+        info = await versions.get_object(session, bucket=bucket, key="k")
     return {(c.region, c.status, c.is_base) for c in info.locators}
 
 
@@ -138,7 +138,7 @@ async def test_a_bucket_sets_its_own_eviction(regions: Sessions) -> None:
 async def test_set_eviction_changes_a_bucket_later(regions: Sessions) -> None:
     await _replicated(regions, "later", "copy_on_read")
     async with regions.begin() as session:
-        bucket = await store.set_eviction(
+        bucket = await buckets.set_eviction(
             session, name="later", eviction=BucketEviction(eviction="fixed_ttl", replica_ttl=30)
         )
     assert bucket.eviction == BucketEviction(eviction="fixed_ttl", replica_ttl=30)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.skystore.locator import store
+from services.skystore.locator import buckets, writes
 from services.skystore.locator.listing import list_objects
 from services.skystore.locator.registry import put_region
 from services.skystore.schemas import BucketCreate, Region, UploadComplete, UploadStart
@@ -23,17 +23,17 @@ async def filled(sessions: Sessions) -> Sessions:
         region = Region(name="r", endpoint="http://127.0.0.1:1", credentials="env:X")
         await put_region(session, region=region, now=T0)
         request = BucketCreate(name="list", owner="user/a", regions=["r"], base_region="r")
-        await store.start_create_bucket(
+        await buckets.start_create_bucket(
             session, request=request, default_policy="write_local", now=T0
         )
-        await store.complete_create_bucket(session, name="list")
+        await buckets.complete_create_bucket(session, name="list")
         for key in reversed(KEYS):
             upload = UploadStart(
                 bucket="list", key=key, owner="user/a", regions=["r"], base_region="r"
             )
-            started = await store.start_upload(session, request=upload, now=T0)
+            started = await writes.start_upload(session, request=upload, now=T0)
             done = UploadComplete(size=1, etag="e", regions=["r"])
-            await store.complete_upload(session, object_id=started.id, done=done, now=T0)
+            await writes.complete_upload(session, object_id=started.id, done=done, now=T0)
     return sessions
 
 

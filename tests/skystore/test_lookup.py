@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.errors import NotFound
-from services.skystore.locator import store
+from services.skystore.locator import buckets, versions, writes
 from services.skystore.locator.lookup import ObjectLookup
 from services.skystore.locator.registry import put_region
 from services.skystore.schemas import BucketCreate, Region, UploadComplete, UploadStart
@@ -21,7 +21,7 @@ EDGE = "local:edge"
 
 async def _write(sessions: Sessions, etag: str) -> None:
     async with sessions.begin() as session:
-        started = await store.start_upload(
+        started = await writes.start_upload(
             session,
             request=UploadStart(
                 bucket="box", key="k", owner="user/a", regions=[EDGE], base_region=EDGE
@@ -30,7 +30,7 @@ async def _write(sessions: Sessions, etag: str) -> None:
         )
     async with sessions.begin() as session:
         done = UploadComplete(size=len(etag), etag=etag, regions=[EDGE])
-        await store.complete_upload(session, object_id=started.id, done=done, now=T0)
+        await writes.complete_upload(session, object_id=started.id, done=done, now=T0)
 
 
 @pytest.fixture
@@ -39,10 +39,10 @@ async def lookup(sessions: Sessions, database_url: str):
         region = Region(name=EDGE, endpoint="http://127.0.0.1:1", credentials="env:X")
         await put_region(session, region=region, now=T0)
         request = BucketCreate(name="box", owner="user/a", regions=[EDGE], base_region=EDGE)
-        await store.start_create_bucket(
+        await buckets.start_create_bucket(
             session, request=request, default_policy="write_local", now=T0
         )
-        await store.complete_create_bucket(session, name="box")
+        await buckets.complete_create_bucket(session, name="box")
     found = ObjectLookup(database_url, sessions)
     yield found
     found.close()
@@ -51,7 +51,7 @@ async def lookup(sessions: Sessions, database_url: str):
 async def test_lookup_answers_as_the_session_does(lookup: ObjectLookup, sessions) -> None:
     await _write(sessions, "one")
     async with sessions() as session:
-        expected = await store.get_object(session, bucket="box", key="k")
+        expected = await versions.get_object(session, bucket="box", key="k")
     assert await lookup.get("box", "k") == expected
 
 

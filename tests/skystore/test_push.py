@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.cloudevents import CloudEvent
 from servicekit.inbox import consume_once, inbox_events
-from services.skystore.locator import reaper, replicas, store
+from services.skystore.locator import buckets, reaper, replicas, versions, writes
 from services.skystore.locator.collector import INBOX_KEEP, Collector
 from services.skystore.locator.push import CREATED, PushWorker
 from services.skystore.locator.registry import put_region
@@ -33,17 +33,17 @@ async def worker(sessions: Sessions) -> PushWorker:
             request = BucketCreate(
                 name=name, owner="user/a", regions=[EDGE, CLOUD], base_region=EDGE, policy=policy
             )
-            await store.start_create_bucket(
+            await buckets.start_create_bucket(
                 session, request=request, default_policy="write_local", now=T0
             )
-            await store.complete_create_bucket(session, name=name)
+            await buckets.complete_create_bucket(session, name=name)
     # Workers are not started: the test looks at what the handler plans, not at copies.
     return PushWorker(sessions, Replicator(sessions), consumer="test-push", clock=lambda: T0)
 
 
 async def _put(sessions: Sessions, bucket: str) -> int:
     async with sessions.begin() as session:
-        started = await store.start_upload(
+        started = await writes.start_upload(
             session,
             request=UploadStart(
                 bucket=bucket, key="k", owner="user/a", regions=[EDGE], base_region=EDGE
@@ -51,7 +51,7 @@ async def _put(sessions: Sessions, bucket: str) -> int:
             now=T0,
         )
         done = UploadComplete(size=1, etag="e", regions=[EDGE])
-        committed = await store.complete_upload(session, object_id=started.id, done=done, now=T0)
+        committed = await writes.complete_upload(session, object_id=started.id, done=done, now=T0)
     assert committed.object.generation is not None
     return committed.object.generation
 
@@ -66,7 +66,7 @@ def _event(bucket: str, generation: int) -> CloudEvent:
 
 async def _copies(sessions: Sessions, bucket: str) -> set[tuple[str, str]]:
     async with sessions() as session:
-        info = await store.get_object(session, bucket=bucket, key="k")
+        info = await versions.get_object(session, bucket=bucket, key="k")
     return {(c.region, c.status) for c in info.locators}
 
 
@@ -99,7 +99,7 @@ async def test_a_redelivered_event_is_not_planned_again(worker, sessions) -> Non
     event = _event("pushed", await _put(sessions, "pushed"))
     await worker.on_created(event)
     async with sessions() as session:
-        info = await store.get_object(session, bucket="pushed", key="k")
+        info = await versions.get_object(session, bucket="pushed", key="k")
     pending = next(c for c in info.locators if c.region == CLOUD)
     async with sessions.begin() as session:  # the copy failed and its garbage is gone
         await replicas.abort_replica(session, locator_id=pending.id)

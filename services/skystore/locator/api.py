@@ -1,4 +1,5 @@
-"""The locator's internal REST API for the proxies: thin routes over store, listing and registry."""
+"""The locator's internal REST API for the proxies: thin routes over buckets, writes, listing and
+registry."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.errors import Unauthorized
 from services.skystore.leases_wire import LEASE_HEADER
-from services.skystore.locator import listing, reaper, registry, replicas, store
+from services.skystore.locator import buckets, listing, reaper, registry, replicas, writes
 from services.skystore.locator.leases import Leases
 from services.skystore.schemas import (
     AccessKey,
@@ -135,45 +136,45 @@ def locator_router() -> APIRouter:
     @router.get("/buckets")
     async def get_buckets(request: Request, owner: str | None = None) -> list[Bucket]:
         async with _read(request) as session:
-            return await store.list_buckets(session, owner=owner)
+            return await buckets.list_buckets(session, owner=owner)
 
     @router.post("/buckets", status_code=201)
     async def start_bucket(body: BucketCreate, request: Request) -> Bucket:
         policy = request.app.state.settings.default_policy
         async with _write(request) as session:
-            return await store.start_create_bucket(
+            return await buckets.start_create_bucket(
                 session, request=body, default_policy=policy, now=_now(request)
             )
 
     @router.get("/buckets/{name}")
     async def get_bucket(name: str, request: Request) -> Bucket:
         async with _read(request) as session:
-            return await store.get_bucket(session, name)
+            return await buckets.get_bucket(session, name)
 
     @router.put("/buckets/{name}/policy")
     async def set_policy(name: str, body: PolicyRequest, request: Request) -> Bucket:
         async with _write(request) as session:
-            return await store.set_policy(session, name=name, policy=body.policy)
+            return await buckets.set_policy(session, name=name, policy=body.policy)
 
     @router.put("/buckets/{name}/eviction")
     async def set_eviction(name: str, body: BucketEviction, request: Request) -> Bucket:
         async with _write(request) as session:
-            return await store.set_eviction(session, name=name, eviction=body)
+            return await buckets.set_eviction(session, name=name, eviction=body)
 
     @router.post("/buckets/{name}/complete")
     async def complete_bucket(name: str, request: Request) -> Bucket:
         async with _write(request) as session:
-            return await store.complete_create_bucket(session, name=name)
+            return await buckets.complete_create_bucket(session, name=name)
 
     @router.delete("/buckets/{name}")
     async def start_bucket_deletion(name: str, request: Request) -> Bucket:
         async with _write(request) as session:
-            return await store.start_delete_bucket(session, name=name)
+            return await buckets.start_delete_bucket(session, name=name)
 
     @router.post("/buckets/{name}/removed", status_code=204)
     async def bucket_removed(name: str, request: Request) -> None:
         async with _write(request) as session:
-            await store.complete_delete_bucket(session, name=name)
+            await buckets.complete_delete_bucket(session, name=name)
 
     @router.get("/buckets/{name}/list")
     async def list_objects(
@@ -208,29 +209,29 @@ def locator_router() -> APIRouter:
     @router.delete("/buckets/{name}/objects/{key:path}")
     async def delete_object(name: str, key: str, request: Request) -> list[Garbage]:
         async with _write(request) as session:
-            generation, garbage = await store.start_delete_object(session, bucket=name, key=key)
+            generation, garbage = await writes.start_delete_object(session, bucket=name, key=key)
         await _leases(request).revoke(name, key, generation)
         return garbage
 
     @router.get("/buckets/{name}/multipart")
     async def list_uploads(name: str, request: Request, prefix: str = "") -> list[ObjectInfo]:
         async with _read(request) as session:
-            return await store.list_uploads(session, bucket=name, prefix=prefix)
+            return await writes.list_uploads(session, bucket=name, prefix=prefix)
 
     @router.get("/buckets/{name}/multipart/{upload_id}")
     async def get_upload(name: str, upload_id: str, request: Request) -> ObjectInfo:
         async with _read(request) as session:
-            return await store.get_upload(session, bucket=name, upload_id=upload_id)
+            return await writes.get_upload(session, bucket=name, upload_id=upload_id)
 
     @router.post("/uploads", status_code=201)
     async def start_upload(body: UploadStart, request: Request) -> ObjectInfo:
         async with _write(request) as session:
-            return await store.start_upload(session, request=body, now=_now(request))
+            return await writes.start_upload(session, request=body, now=_now(request))
 
     @router.put("/uploads/{object_id}/physical", status_code=204)
     async def physical_upload(object_id: int, body: PhysicalUpload, request: Request) -> None:
         async with _write(request) as session:
-            await store.set_physical_upload(
+            await writes.set_physical_upload(
                 session,
                 object_id=object_id,
                 region=body.region,
@@ -246,7 +247,7 @@ def locator_router() -> APIRouter:
         holder: str | None = None,
     ) -> Committed:
         async with _write(request) as session:
-            committed = await store.complete_upload(
+            committed = await writes.complete_upload(
                 session, object_id=object_id, done=body, now=_now(request)
             )
         written, leases = committed.object, _leases(request)
@@ -260,7 +261,7 @@ def locator_router() -> APIRouter:
     @router.post("/uploads/{object_id}/abort")
     async def abort_upload(object_id: int, request: Request) -> list[Garbage]:
         async with _write(request) as session:
-            return await store.abort_upload(session, object_id=object_id)
+            return await writes.abort_upload(session, object_id=object_id)
 
     @router.post("/uploads/{object_id}/replicas", status_code=201)
     async def start_replica(object_id: int, body: ReplicaRequest, request: Request) -> Locator:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.skystore.locator.store import get_bucket, object_from_row
+from services.skystore.locator.buckets import get_bucket
+from services.skystore.locator.versions import object_from_row
 from services.skystore.schemas import ListPage, ObjectInfo
 from services.skystore.states import State
 from services.skystore.tables import objects

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.db import SQLITE_BUSY_TIMEOUT_MS
-from services.skystore.locator import store
+from services.skystore.locator import versions
 from services.skystore.schemas import ObjectInfo
 
 __all__ = ["ObjectLookup"]
@@ -40,19 +40,19 @@ class ObjectLookup:
             self._engine.dispose()
 
     async def get(self, bucket: str, key: str) -> ObjectInfo:
-        """store.get_object, with the same answers and errors."""
+        """versions.get_object, with the same answers and errors."""
         if self._engine is not None:
             rows = await asyncio.to_thread(self._rows, bucket, key)
             if rows:
-                return store.object_from_copy_rows(rows, bucket)
+                return versions.object_from_copy_rows(rows, bucket)
         # A miss (or PostgreSQL): the session path names the missing bucket or key.
         async with self._sessions() as session:
-            return await store.get_object(session, bucket=bucket, key=key)
+            return await versions.get_object(session, bucket=bucket, key=key)
 
     def _rows(self, bucket: str, key: str) -> list[sa.Row[Any]]:
         assert self._engine is not None
         with self._engine.connect() as connection:
-            return list(connection.execute(store.object_query(bucket, key)).all())
+            return list(connection.execute(versions.object_query(bucket, key)).all())
 
 
 def _read_only(dbapi_connection: Any, _record: Any) -> None:

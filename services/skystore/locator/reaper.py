@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.skystore.locator.store import garbage_of
+from services.skystore.locator.versions import garbage_of
 from services.skystore.schemas import Garbage, PhysicalBucket
 from services.skystore.states import State
 from services.skystore.tables import buckets, locators, objects, physical_buckets

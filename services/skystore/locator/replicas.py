@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from servicekit.errors import Conflict, NotFound
 from services.skystore.locator import events
 from services.skystore.locator.eviction import BucketTTL
-from services.skystore.locator.store import garbage_of, locator_of
+from services.skystore.locator.versions import garbage_of, locator_of
 from services.skystore.policies import keeping_policies
 from services.skystore.schemas import BucketEviction, Garbage, Locator
 from services.skystore.states import State, check_transition
