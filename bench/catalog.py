@@ -57,7 +57,8 @@ from servicekit.infra import free_port
 from servicekit.migrate import migrate_service_database
 from servicekit.security import Identity, SigningKey, issue_identity_token, write_jwks
 from servicekit.testing import ServiceProcess
-from services.catalog.query import insert_resources, normalize_timestamp
+from services.catalog.filters import normalize_timestamp
+from services.catalog.rows import insert_resources
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
 PRINCIPAL = "user/bench"

@@ -36,7 +36,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from servicekit.errors import InvalidInput
 from servicekit.security import Identity
-from services.catalog.query import comparison, selection
+from services.catalog.filters import comparison
+from services.catalog.query import selection
 from services.catalog.sqlparts import ATTRIBUTE_KEY, ELEMENT, JsonPath, elements
 from services.catalog.tables import catalog_resources
 

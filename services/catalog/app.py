@@ -17,7 +17,7 @@ from servicekit.security import IdentityVerifier, JWKSet, load_or_create_signing
 from servicekit.security.secretbox import SecretBox
 from servicekit.wire_errors import WireFormat
 from services.catalog.api import catalog_router
-from services.catalog.changes import EVENT_SIGNER, SIGHTINGS, WatcherSightings
+from services.catalog.events import EVENT_SIGNER
 from services.catalog.messaging import CatalogMessaging
 from services.catalog.s3services import (
     S3_CONTEXT,
@@ -27,6 +27,7 @@ from services.catalog.s3services import (
 )
 from services.catalog.sealed import SECRETS
 from services.catalog.settings import CatalogSettings
+from services.catalog.watchers import SIGHTINGS, WatcherSightings
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "create_app"]
 

@@ -49,7 +49,7 @@ from servicekit.s3 import (
 )
 from servicekit.security import ANONYMOUS_CLAIM, Identity
 from services.catalog import acl, store
-from services.catalog.query import normalize_timestamp
+from services.catalog.filters import normalize_timestamp
 from services.catalog.s3services import S3Context, load_resource, resolve_credential, s3_context
 
 __all__ = [

@@ -19,9 +19,9 @@ from servicekit.errors import InvalidInput
 from servicekit.security import Identity
 from services.catalog import acl, resources
 from services.catalog.aggregations import aggregate
-from services.catalog.changes import WATCHED_FILTERS
-from services.catalog.query import normalize_timestamp
+from services.catalog.filters import normalize_timestamp
 from services.catalog.schemas import SearchParams, collection_spec
+from services.catalog.watchers import WATCHED_FILTERS
 
 __all__ = ["TIME_ATTRIBUTE", "members", "parse_window"]
 

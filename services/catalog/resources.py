@@ -27,7 +27,8 @@ from servicekit.errors import (
 from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
 from services.catalog import acl, dataobjects, modelrecords, s3services, store, subscriptions
 from services.catalog.aggregations import aggregate, parse_specs
-from services.catalog.query import normalize_timestamp, search
+from services.catalog.filters import normalize_timestamp
+from services.catalog.query import search
 from services.catalog.schemas import (
     COLLECTIONS,
     KEY_PREFIX_COLLECTION,

@@ -25,7 +25,7 @@ from servicekit.infra.seaweed import S3Endpoint
 from servicekit.s3 import S3Client, s3_client
 from servicekit.security import ADMIN_CLAIM, ANONYMOUS_CLAIM, Identity
 from services.catalog import acl, store
-from services.catalog.query import normalize_timestamp
+from services.catalog.filters import normalize_timestamp
 from services.catalog.sealed import secret_box
 from services.catalog.tables import catalog_resources
 

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.errors import InvalidInput
 from services.catalog import changes
-from services.catalog.query import delete_resource, put_resources
+from services.catalog.rows import delete_resource, put_resources
 from services.catalog.tables import HOT_ATTRIBUTES
+from services.catalog.watchers import WATCHER_COLLECTIONS
 
 __all__ = ["remove", "save", "save_many"]
 
@@ -88,7 +89,7 @@ async def _save_many(
     ids = [after["id"] for _, after in writes]
     collection = _collection(ids[0])
     if len(writes) > 1 and (
-        collection in changes.WATCHER_COLLECTIONS
+        collection in WATCHER_COLLECTIONS
         or len(set(ids)) != len(ids)
         or any(_collection(resource_id) != collection for resource_id in ids)
     ):

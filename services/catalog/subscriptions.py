@@ -1,5 +1,5 @@
 """Subscriptions: a user's standing interest in a data-set, or in a collection narrowed by a
-filter, delivered on NATS (`catalog.subscription.<uuid>`, see changes.py) and, for webhook
+filter, delivered on NATS (`catalog.subscription.<uuid>`, see events.py) and, for webhook
 subscriptions, POSTed to the user's URL signed as Standard Webhooks specifies
 (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<HMAC-SHA256>`), retried with
 exponential backoff by JetStream redelivery until the endpoint answers 2xx.
@@ -38,9 +38,9 @@ from servicekit.cloudevents import CloudEvent
 from servicekit.errors import InvalidInput, NotFound
 from servicekit.security import Identity
 from services.catalog import acl
-from services.catalog.changes import WATCHED_FILTERS
 from services.catalog.sealed import secret_box
 from services.catalog.tables import catalog_resources
+from services.catalog.watchers import WATCHED_FILTERS
 
 __all__ = [
     "CLAIMS_KEY",

@@ -15,7 +15,7 @@ from servicekit.errors import InvalidInput
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
 from services.catalog.aggregations import Aggregation, aggregate, parse_specs, percentile
-from services.catalog.query import put_resource
+from services.catalog.rows import put_resource
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
 COLLECTION = "file"

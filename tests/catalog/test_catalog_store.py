@@ -18,8 +18,9 @@ from servicekit.db import create_engine, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.outbox import outbox_events
 from servicekit.security import JWKSet, SigningKey, verify_event
-from services.catalog import changes, store
-from services.catalog.query import put_resource
+from services.catalog import store, watchers
+from services.catalog.events import EVENT_SIGNER
+from services.catalog.rows import put_resource
 from services.catalog.tables import catalog_resources
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
@@ -122,7 +123,7 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
     await migrate_service_database(database_url, MIGRATIONS, "catalog_alembic_version")
     engine = create_engine(database_url)
     try:
-        sessions = session_factory(engine, info={changes.EVENT_SIGNER: KEY})
+        sessions = session_factory(engine, info={EVENT_SIGNER: KEY})
         async with sessions() as session:
             for watcher in WATCHERS:
                 await put_resource(session, watcher)
@@ -196,8 +197,8 @@ async def stored(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:
 def chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Batches matched in one query, or in queries of 2 ids by 2 watchers."""
     if request.param == "chunked":
-        monkeypatch.setattr(changes, "_IDS_PER_QUERY", 2)
-        monkeypatch.setattr(changes, "_COLUMNS_PER_QUERY", 2)
+        monkeypatch.setattr(watchers, "_IDS_PER_QUERY", 2)
+        monkeypatch.setattr(watchers, "_COLUMNS_PER_QUERY", 2)
     return str(request.param)
 
 
@@ -352,7 +353,7 @@ async def pg_sessions(pg_database_url: str) -> AsyncIterator[async_sessionmaker[
     try:
         yield session_factory(
             engine,
-            info={changes.EVENT_SIGNER: KEY, changes.SIGHTINGS: changes.WatcherSightings()},
+            info={EVENT_SIGNER: KEY, watchers.SIGHTINGS: watchers.WatcherSightings()},
         )
     finally:
         await engine.dispose()
@@ -395,7 +396,7 @@ async def test_a_watched_new_resource_stays_in_its_transaction_and_is_announced(
         await put_resource(session, WATCHERS[0])  # data-set/floods
         await session.commit()
     for sightings in (False, True):  # first not yet seen, then known from the first attempt
-        assert pg_sessions.kw["info"][changes.SIGHTINGS].seen is sightings
+        assert pg_sessions.kw["info"][watchers.SIGHTINGS].seen is sightings
         await _rolled_back_save(pg_sessions, read_first=False)
         assert await _stored_and_announced(pg_sessions) == (0, 0)
     async with pg_sessions() as session:

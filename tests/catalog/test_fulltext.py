@@ -15,7 +15,8 @@ from servicekit.db import create_engine, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
 from services.catalog.fulltext import tokens
-from services.catalog.query import delete_resource, put_resource, search
+from services.catalog.query import search
+from services.catalog.rows import delete_resource, put_resource
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
 COLLECTION = "data-record"

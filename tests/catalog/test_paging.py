@@ -15,7 +15,8 @@ from servicekit.db import create_engine, session_factory
 from servicekit.errors import InvalidInput
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
-from services.catalog.query import MAX_WINDOW, insert_resources, search
+from services.catalog.query import MAX_WINDOW, search
+from services.catalog.rows import insert_resources
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
 COLLECTION = "data-record"

@@ -1,4 +1,5 @@
-"""Tests for services/catalog/query.py: the same answers on SQLite and PostgreSQL."""
+"""Tests for services/catalog/query.py, filters.py and rows.py: the same answers on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,16 +19,9 @@ from servicekit.db import create_engine, session_factory
 from servicekit.errors import InvalidInput
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
-from services.catalog.query import (
-    MAX_WINDOW,
-    compile_filter,
-    delete_resource,
-    normalize_timestamp,
-    order_by,
-    put_resource,
-    put_resources,
-    search,
-)
+from services.catalog.filters import compile_filter, normalize_timestamp
+from services.catalog.query import MAX_WINDOW, order_by, search
+from services.catalog.rows import delete_resource, put_resource, put_resources
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
 COLLECTION = "data-record"

@@ -20,7 +20,8 @@ from servicekit.db import create_engine, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ADMIN_CLAIM, Identity
 from services.catalog.geo import boxed_candidates
-from services.catalog.query import insert_resources, order_by, selection
+from services.catalog.query import order_by, selection
+from services.catalog.rows import insert_resources
 from services.catalog.tables import catalog_resources
 
 MIGRATIONS = Path(services.catalog.__file__).with_name("migrations")
