@@ -175,11 +175,19 @@ def _stop_group(pid: int, *, grace: float) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
-    if wait_until(lambda: not pid_alive(pid), timeout=grace, interval=0.05):
-        # Children of the group may linger after their leader; they go too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        return
+    # Children of the group may linger after their leader; they go too, and are gone (not
+    # merely signalled) when this returns.
+    wait_until(lambda: not pid_alive(pid), timeout=grace, interval=0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), timeout=5, interval=0.05)
+    wait_until(lambda: not _group_runs(pgid), timeout=5, interval=0.02)
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (a zombie has stopped all the same)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, _parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state != "Z":
+                return True
+    return False
