@@ -261,10 +261,14 @@ def catalog_router() -> APIRouter:
         if request.headers.get("bulk", "").strip().lower() == "yes":
             return await _add_bulk(spec, request, identity)
         body = templates.expand(spec.name, await _json_object(request))
-        async with request.app.state.sessions.begin() as session:
+        # Not sessions.begin(): a new resource often commits by itself, past the session
+        # (changes.create), leaving it no transaction to begin or commit.
+        async with request.app.state.sessions() as session:
             document = await resources.create_resource(
                 session=session, spec=spec, identity=identity, body=body, ends_transaction=True
             )
+            if session.in_transaction():
+                await session.commit()
         resource_id = document["id"]
         return JSONResponse(
             _message(201, f"{resource_id} created", resource_id),

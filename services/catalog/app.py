@@ -10,13 +10,14 @@ from fastapi import FastAPI
 
 from servicekit.app import create_service_app
 from servicekit.credential_refs import resolve_credentials
-from servicekit.db import create_engine, database_check, session_factory
+from servicekit.db import create_engine, database_check, is_postgres, session_factory
 from servicekit.migrate import migrate_service_database
 from servicekit.s3 import s3_check
 from servicekit.security import IdentityVerifier, JWKSet, load_or_create_signing_key
 from servicekit.security.secretbox import SecretBox
 from servicekit.wire_errors import WireFormat
 from services.catalog.api import catalog_router
+from services.catalog.autocommit import STATEMENTS, StatementPool
 from services.catalog.events import EVENT_SIGNER
 from services.catalog.messaging import CatalogMessaging
 from services.catalog.s3services import (
@@ -47,15 +48,17 @@ def create_app(settings: CatalogSettings) -> FastAPI:
         app.state.engine = engine
         app.state.events_jwks = JWKSet.of(events_key)
         s3 = _s3_context(settings)
-        app.state.sessions = session_factory(
-            engine,
-            info={
-                EVENT_SIGNER: events_key,
-                SIGHTINGS: WatcherSightings(),
-                S3_CONTEXT: s3,
-                SECRETS: SecretBox.load_or_create(settings.secrets_key_location()),
-            },
-        )
+        info = {
+            EVENT_SIGNER: events_key,
+            SIGHTINGS: WatcherSightings(),
+            S3_CONTEXT: s3,
+            SECRETS: SecretBox.load_or_create(settings.secrets_key_location()),
+        }
+        statements = None
+        if is_postgres(engine):
+            statements = await StatementPool.open(url, settings.database_pool_size)
+            info[STATEMENTS] = statements
+        app.state.sessions = session_factory(engine, info=info)
         app.state.identity_verifier = IdentityVerifier(
             settings.identity_jwks_location(), issuer=settings.identity_issuer
         )
@@ -71,6 +74,8 @@ def create_app(settings: CatalogSettings) -> FastAPI:
             yield
         finally:
             await messaging.stop()
+            if statements is not None:
+                await statements.close()
             await engine.dispose()
 
     return create_service_app(

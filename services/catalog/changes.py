@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.cloudevents import CloudEvent
 from servicekit.db import utc_now
@@ -235,20 +235,20 @@ async def _created_alone(
     session: AsyncSession, collection: str, parameters: dict[str, Any], announced: bool
 ) -> bool:
     """A new resource (and its one event) written by a statement that commits on its own, on a
-    connection of its own (autocommit.py), if the session's transaction has not used the
-    database yet and, for a watched collection, no data-set or subscription exists. False
-    otherwise, having written nothing (and kept the watchers it read, for the transaction's
-    statements to come)."""
+    connection of the StatementPool in `session.info` (autocommit.py), if there is one, the
+    session's transaction has not used the database yet and, for a watched collection, no
+    data-set or subscription exists. False otherwise, having written nothing (and kept the
+    watchers it read, for the transaction's statements to come)."""
     transaction = session.sync_session.get_transaction()
-    engine = session.bind
-    if (transaction is not None and transaction.connections) or not isinstance(engine, AsyncEngine):
+    pool: autocommit.StatementPool | None = session.info.get(autocommit.STATEMENTS)
+    if (transaction is not None and transaction.connections) or pool is None:
         return False
     watched = collection in WATCHED_FILTERS
-    statement = _created_alone_statement(engine.dialect, watched, announced)
-    rows = await autocommit.execute(engine, statement, parameters)
+    statement = _created_alone_statement(session.bind.dialect, watched, announced)
+    rows = await pool.execute(statement, parameters)
     if collection in WATCHER_COLLECTIONS:
         session.info.pop(WATCHERS_CACHE, None)
-    # SQLAlchemy gave its pooled connections a jsonb codec that decodes documents.
+    # The pool's connections decode jsonb documents, as SQLAlchemy's do.
     watchers = sighted(session, (row[0] for row in rows)) if watched else []
     if watchers:
         cache = session.info.setdefault(WATCHERS_CACHE, {})

@@ -19,6 +19,7 @@ from servicekit.migrate import migrate_service_database
 from servicekit.outbox import outbox_events
 from servicekit.security import JWKSet, SigningKey, verify_event
 from services.catalog import store, watchers
+from services.catalog.autocommit import STATEMENTS, StatementPool
 from services.catalog.events import EVENT_SIGNER
 from services.catalog.rows import put_resource
 from services.catalog.tables import catalog_resources
@@ -347,15 +348,22 @@ async def test_a_new_resource_nothing_watches_is_one_statement_on_postgresql(
 
 @pytest.fixture
 async def pg_sessions(pg_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions on a PostgreSQL catalog with no watcher yet, sharing their sightings."""
+    """Sessions on a PostgreSQL catalog with no watcher yet, sharing their sightings and a
+    statement pool, as the app's do."""
     await migrate_service_database(pg_database_url, MIGRATIONS, "catalog_alembic_version")
     engine = create_engine(pg_database_url)
+    statements = await StatementPool.open(pg_database_url, size=2)
     try:
         yield session_factory(
             engine,
-            info={EVENT_SIGNER: KEY, watchers.SIGHTINGS: watchers.WatcherSightings()},
+            info={
+                EVENT_SIGNER: KEY,
+                watchers.SIGHTINGS: watchers.WatcherSightings(),
+                STATEMENTS: statements,
+            },
         )
     finally:
+        await statements.close()
         await engine.dispose()
 
 
