@@ -1,6 +1,7 @@
 """Catalog search benchmark: the catalog's HTTP API (uvicorn) vs the same work in raw SQL.
 
     python -m bench.catalog [--records 100000] [--operations 200] [--concurrency 1 8]
+                            [--rounds 4]
 
 Creates a throwaway PostgreSQL database (EXTRACT_BENCH_PG_URL, a libpq URL of a server where
 one may be created, or 127.0.0.1:5432), migrates it, seeds `--records` data-records, serves the
@@ -16,6 +17,11 @@ catalog sets it:
   `GET /api/cloud-entry-point`, which touches no database (what HTTP, the middleware and
   the identity token cost any request);
 - bulk insert: `--bulk-size` data-records per request (`bulk: yes`), rate in records/s.
+
+The paths of one table take turns: each runs a quarter of its requests (`--rounds 4`), then
+the next, in alternating order (A B C, C B A, …), so that the machine's drift in speed (this
+VM's varies by ±30 % over minutes) weighs on every path alike. Runs before 2026-12-04 ran each
+path's requests in one go, the baseline first.
 
 An add writes the record and its change event (`catalog.data-record.created`, a CloudEvent
 carrying the record) to the outbox in one transaction, so the inserts' baseline does the same
@@ -127,13 +133,17 @@ async def seed(url: str, count: int) -> None:
 
 
 async def measure(
-    name: str, operations: int, concurrency: int, work: Callable[[int], Awaitable[int]]
+    name: str,
+    operations: int,
+    concurrency: int,
+    work: Callable[[int], Awaitable[int]],
+    start: int = 0,
 ) -> Result:
-    """`operations` calls of work(n) (each returning how many items it did), `concurrency` at
-    a time; latencies per call, the rate in items."""
+    """`operations` calls of work(n), n from `start` (each returning how many items it did),
+    `concurrency` at a time; latencies per call, the rate in items."""
     latencies: list[float] = []
     done = 0
-    queue = iter(range(operations))
+    queue = iter(range(start, start + operations))
 
     async def worker() -> None:
         nonlocal done
@@ -143,9 +153,29 @@ async def measure(
             done += items
             latencies.append(time.perf_counter() - sent)
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(name, done, time.perf_counter() - start, latencies)
+    return Result(name, done, time.perf_counter() - began, latencies)
+
+
+async def side_by_side(
+    works: list[tuple[str, Callable[[int], Awaitable[int]]]],
+    operations: int,
+    concurrency: int,
+    rounds: int,
+) -> list[Result]:
+    """Each path's `operations` calls, in `rounds` turns taken in alternating order (A B C,
+    C B A, …), so that a drift in the machine's speed weighs on every path alike."""
+    results = [Result(f"{name}, concurrency {concurrency}", 0, 0.0) for name, _ in works]
+    share = -(-operations // rounds)
+    for turn, start in enumerate(range(0, operations, share)):
+        order = list(enumerate(works))
+        for index, (name, work) in order if turn % 2 == 0 else reversed(order):
+            part = await measure(name, min(share, operations - start), concurrency, work, start)
+            results[index].count += part.count
+            results[index].seconds += part.seconds
+            results[index].latencies += part.latencies
+    return results
 
 
 async def call(
@@ -159,7 +189,9 @@ async def call(
         return json.loads(body)
 
 
-async def run(records: int, operations: int, levels: list[int], bulk_size: int) -> None:
+async def run(
+    records: int, operations: int, levels: list[int], bulk_size: int, rounds: int
+) -> None:
     async with postgres_database() as url:
         if url is None:
             return
@@ -188,13 +220,19 @@ async def run(records: int, operations: int, levels: list[int], bulk_size: int) 
             catalog.start()
             try:
                 token = issue_identity_token(key, PRINCIPAL, (), ttl=3600)
-                await compare(url, catalog.url, token, operations, levels, bulk_size)
+                await compare(url, catalog.url, token, operations, levels, bulk_size, rounds)
             finally:
                 catalog.stop()
 
 
 async def compare(
-    url: str, base_url: str, token: str, operations: int, levels: list[int], bulk_size: int
+    url: str,
+    base_url: str,
+    token: str,
+    operations: int,
+    levels: list[int],
+    bulk_size: int,
+    rounds: int,
 ) -> None:
     claims = sorted(Identity(PRINCIPAL).claims)
     dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -341,11 +379,10 @@ async def compare(
         for title, works, baseline, requests in paths:
             for level in levels:
                 count = max(requests, level)
-                rows = [
-                    await measure(f"{name}, concurrency {level}", count, level, work)
-                    for name, work in works
-                ]
-                print(f"{title} — {count} requests, concurrency {level}")
+                turns = min(rounds, max(1, count // level))
+                rows = await side_by_side(works, count, level, turns)
+                taken = f", in {turns} alternating turns" if turns > 1 else ""
+                print(f"{title} — {count} requests, concurrency {level}{taken}")
                 print_table(rows, baseline=baseline)
                 print()
 
@@ -360,8 +397,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="levels (1 8)")
     parser.add_argument("--bulk-size", type=int, default=100, help="records per bulk (100)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="alternating turns per path and level (4; 1: one after the other)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.records, args.operations, args.concurrency, args.bulk_size))
+    asyncio.run(run(args.records, args.operations, args.concurrency, args.bulk_size, args.rounds))
 
 
 if __name__ == "__main__":
