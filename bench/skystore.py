@@ -1,6 +1,6 @@
 """SkyStore benchmark: the S3 proxy vs direct SeaweedFS access, side by side in one run.
 
-    python -m bench.skystore [--small 300] [--medium 40] [--large 5]
+    python -m bench.skystore [--small 300] [--medium 40] [--large 10]
 
 Starts two SeaweedFS regions, the locator and one proxy per region (real uvicorn processes),
 then measures with the same boto3 client configuration on both paths: PUT and GET of 4 KiB,
@@ -14,6 +14,13 @@ records held under the locator's read leases. A third proxy of the edge region w
 (every HEAD and GET asks the locator) shows what the cache saves, in the same run. HEAD and a
 1-byte GET are also timed with a bare client (http.client, signed by servicekit.sigv4) on both
 paths: botocore's own per-request work is most of a boto3 HEAD here, and the same for both.
+GETs of 1 MiB and 64 MiB are timed with that bare client too, reading into one reused buffer:
+boto3 builds each body as a new `bytes`, and on two cores shared by the client, the proxy and
+SeaweedFS, the client's CPU decides much of a large GET's time on either path.
+
+The paths of a table take turns one operation at a time, in alternating order (direct, proxy,
+then proxy, direct, …), so that the machine's drift in speed weighs on each alike. Runs before
+2026-12-04 ran each path's operations in one go.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,8 +91,22 @@ class _BareClient:
         self._host = parts.netloc
         self._key, self._secret = key, secret
         self._connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+        self._buffer = memoryview(bytearray(MiB))
 
     def request(self, method: str, bucket: str, key: str) -> bytes:
+        response = self._send(method, bucket, key)
+        return response.read()
+
+    def download(self, bucket: str, key: str) -> int:
+        """GET an object's bytes into one reused buffer, as a client streaming to disk or to a
+        parser would (no 64 MiB `bytes` built per call); how many bytes came."""
+        response = self._send("GET", bucket, key)
+        received = 0
+        while count := response.readinto(self._buffer):
+            received += count
+        return received
+
+    def _send(self, method: str, bucket: str, key: str) -> http.client.HTTPResponse:
         path = f"/{bucket}/{quote(key)}"
         headers = {"host": self._host}
         headers |= sign_request(
@@ -97,12 +119,55 @@ class _BareClient:
             region="us-east-1",
             now=datetime.now(UTC),
         )
-        self._connection.request(method, path, headers=headers)
-        response = self._connection.getresponse()
-        body = response.read()
+        try:
+            self._connection.request(method, path, headers=headers)
+            response = self._connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closed the idle keep-alive connection: reconnect once, as clients do.
+            self._connection.close()
+            self._connection.request(method, path, headers=headers)
+            response = self._connection.getresponse()
         if response.status != 200:
-            raise RuntimeError(f"{method} {path}: {response.status} {body[:200]!r}")
-        return body
+            raise RuntimeError(f"{method} {path}: {response.status} {response.read()[:200]!r}")
+        return response
+
+
+@dataclass(frozen=True)
+class _Path:
+    """One timed path: its name, one operation (given its index), and optionally a process
+    whose CPU per operation is noted."""
+
+    name: str
+    operation: Callable[[int], Any]
+    cpu_of: int | None = None
+    note: str = ""
+
+
+def _side_by_side(paths: list[_Path], count: int, volume: int = 0) -> list[Result]:
+    """Each path's `count` operations, the paths taking turns one operation at a time, in
+    alternating order (A B, B A, …), so that a drift in the machine's speed weighs on all
+    alike; `volume`: bytes per operation, for a MiB/s note."""
+    latencies: list[list[float]] = [[] for _ in paths]
+    cpu = [0.0] * len(paths)
+    for i in range(count):
+        order = list(enumerate(paths))
+        for index, path in order if i % 2 == 0 else reversed(order):
+            before = _cpu_seconds(path.cpu_of) if path.cpu_of else 0.0
+            began = time.perf_counter()
+            path.operation(i)
+            latencies[index].append(time.perf_counter() - began)
+            if path.cpu_of:
+                cpu[index] += _cpu_seconds(path.cpu_of) - before
+    results = []
+    for index, path in enumerate(paths):
+        seconds = sum(latencies[index])
+        note = path.note
+        if path.cpu_of:
+            note = f"proxy CPU {cpu[index] / count * 1000:,.1f} ms/op {note}".strip()
+        if volume:
+            note = f"{volume * count / seconds / MiB:,.1f} MiB/s {note}".strip()
+        results.append(Result(path.name, count, seconds, latencies[index], note))
+    return results
 
 
 def _timed(
@@ -114,20 +179,7 @@ def _timed(
     cpu_of: int | None = None,
 ) -> Result:
     """`operation` run `count` times; `cpu_of`: a process whose CPU per operation is noted."""
-    latencies = []
-    cpu = _cpu_seconds(cpu_of) if cpu_of else 0.0
-    start = time.perf_counter()
-    for i in range(count):
-        began = time.perf_counter()
-        operation(i)
-        latencies.append(time.perf_counter() - began)
-    seconds = time.perf_counter() - start
-    if cpu_of:
-        per_op = (_cpu_seconds(cpu_of) - cpu) / count * 1000
-        note = f"proxy CPU {per_op:,.1f} ms/op {note}".strip()
-    if volume:
-        note = f"{volume * count / seconds / MiB:,.1f} MiB/s {note}".strip()
-    return Result(name, count, seconds, latencies, note)
+    return _side_by_side([_Path(name, operation, cpu_of, note)], count, volume)[0]
 
 
 def _start_skystore(
@@ -199,56 +251,78 @@ def _start_skystore(
     return started
 
 
-def _object_rows(
-    direct: Any, proxy: Any, uncached: Any, size: int, count: int, proxy_pid: int
-) -> list[Result]:
+@dataclass(frozen=True)
+class _Clients:
+    direct: Any
+    proxy: Any
+    uncached: Any
+    bare_direct: _BareClient
+    bare_proxy: _BareClient
+
+
+def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> list[list[Result]]:
+    """PUT and GET of `size`-byte objects on each path, each group's paths side by side; for
+    1 MiB and more, GET with the bare client too."""
+    c = clients
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
-    direct.create_bucket(Bucket=bucket_direct)
-    proxy.create_bucket(Bucket=bucket_proxy)
+    c.direct.create_bucket(Bucket=bucket_direct)
+    c.proxy.create_bucket(Bucket=bucket_proxy)
     label = f"{size // MiB} MiB" if size >= MiB else f"{size // KiB} KiB"
-    rows = [
-        _timed(
-            f"direct PUT {label}",
+
+    def put(client: Any, bucket: str) -> Callable[[int], Any]:
+        return lambda i: client.put_object(Bucket=bucket, Key=f"k{i}", Body=body)
+
+    def get(client: Any, bucket: str) -> Callable[[int], Any]:
+        return lambda i: client.get_object(Bucket=bucket, Key=f"k{i}")["Body"].read()
+
+    def download(client: _BareClient, bucket: str) -> Callable[[int], Any]:
+        return lambda i: client.download(bucket, f"k{i}")
+
+    groups = [
+        _side_by_side(
+            [
+                _Path(f"direct PUT {label}", put(c.direct, bucket_direct)),
+                _Path(f"proxy  PUT {label}", put(c.proxy, bucket_proxy), proxy_pid),
+            ],
             count,
-            lambda i: direct.put_object(Bucket=bucket_direct, Key=f"k{i}", Body=body),
-            volume=size,
+            size,
         ),
-        _timed(
-            f"proxy  PUT {label}",
+        _side_by_side(
+            [
+                _Path(f"direct GET {label}", get(c.direct, bucket_direct)),
+                _Path(f"proxy  GET {label}", get(c.proxy, bucket_proxy), proxy_pid),
+                _Path(f"proxy  GET {label}, no record cache", get(c.uncached, bucket_proxy)),
+            ],
             count,
-            lambda i: proxy.put_object(Bucket=bucket_proxy, Key=f"k{i}", Body=body),
-            volume=size,
-            cpu_of=proxy_pid,
-        ),
-        _timed(
-            f"direct GET {label}",
-            count,
-            lambda i: direct.get_object(Bucket=bucket_direct, Key=f"k{i}")["Body"].read(),
-            volume=size,
-        ),
-        _timed(
-            f"proxy  GET {label}",
-            count,
-            lambda i: proxy.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
-            volume=size,
-            cpu_of=proxy_pid,
-        ),
-        _timed(
-            f"proxy  GET {label}, no record cache",
-            count,
-            lambda i: uncached.get_object(Bucket=bucket_proxy, Key=f"k{i}")["Body"].read(),
-            volume=size,
+            size,
         ),
     ]
-    return rows
+    if size >= MiB:
+        groups.append(
+            _side_by_side(
+                [
+                    _Path(
+                        f"direct GET {label}, bare client", download(c.bare_direct, bucket_direct)
+                    ),
+                    _Path(
+                        f"proxy  GET {label}, bare client",
+                        download(c.bare_proxy, bucket_proxy),
+                        proxy_pid,
+                    ),
+                ],
+                count,
+                size,
+            )
+        )
+    return groups
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.skystore")
     parser.add_argument("--small", type=int, default=300, help="4 KiB operations")
     parser.add_argument("--medium", type=int, default=40, help="1 MiB operations")
-    parser.add_argument("--large", type=int, default=5, help="64 MiB operations")
+    parser.add_argument("--large", type=int, default=10, help="64 MiB operations")
     args = parser.parse_args()
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-skystore-")))
@@ -280,14 +354,15 @@ def main() -> None:
         proxy = _client(urls[EDGE], key["key_id"], key["secret"])
         uncached = _client(urls[NO_CACHE], key["key_id"], key["secret"])
         cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
+        bare_direct = _BareClient(edge.url, edge.access_key, edge.secret_key)
+        bare_proxy = _BareClient(urls[EDGE], key["key_id"], key["secret"])
+        clients = _Clients(direct, proxy, uncached, bare_direct, bare_proxy)
         today = time.strftime("%Y-%m-%d")
         print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")
         for size, count in ((4 * KiB, args.small), (MiB, args.medium), (64 * MiB, args.large)):
-            rows = _object_rows(direct, proxy, uncached, size, count, edge_pid)
-            print()
-            print_table([rows[0], rows[1]])
-            print()
-            print_table(rows[2:])
+            for group in _object_rows(clients, size, count, edge_pid):
+                print()
+                print_table(group)
         bucket_d, bucket_p = f"h-{uuid.uuid4().hex[:8]}", f"h-{uuid.uuid4().hex[:8]}"
         direct.create_bucket(Bucket=bucket_d)
         proxy.create_bucket(Bucket=bucket_p)
@@ -295,8 +370,6 @@ def main() -> None:
             direct.put_object(Bucket=bucket_d, Key=f"dir/k{i:03d}", Body=b"x")
             proxy.put_object(Bucket=bucket_p, Key=f"dir/k{i:03d}", Body=b"x")
         n = args.small
-        bare_direct = _BareClient(edge.url, edge.access_key, edge.secret_key)
-        bare_proxy = _BareClient(urls[EDGE], key["key_id"], key["secret"])
         print()
         print_table(
             [
