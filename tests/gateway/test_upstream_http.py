@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream_http import (
-    ConnectionPool,
+from gateway.upstream_http import ConnectionPool
+from gateway.upstream_response import (
     UpstreamFailure,
     UpstreamTimeout,
     UpstreamUnreachable,
