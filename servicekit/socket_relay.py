@@ -57,12 +57,15 @@ class RelayError(Exception):
 
 
 class SocketBody(Protocol):
-    """An upstream response whose head has been read: its socket is at the body's next byte."""
+    """An upstream body of known length, ready to be relayed (one response whose head has been
+    read, or several in turn)."""
 
-    prefix: bytes  # body bytes read along with the head
-    length: int  # the whole body, prefix included
+    length: int  # the whole body
 
-    def fileno(self) -> int: ...
+    def send_to(self, target: int, timeout: float) -> None:
+        """Move the whole body to the socket `target` (`relay`, on a relay thread); RelayError
+        when a side stalls for `timeout` seconds or closes early."""
+        ...
 
     def close(self, *, consumed: bool) -> None:
         """Done with it; `consumed`: the body was read to its last byte."""
@@ -162,7 +165,7 @@ class RelayedResponse(Response):
             except TimeoutError as exc:
                 raise RelayError(f"the client read nothing for {self._timeout} s") from exc
             try:
-                await in_relay_thread(_relay_body, self._source, target, self._timeout)
+                await in_relay_thread(self._source.send_to, target, self._timeout)
                 consumed = True
             finally:
                 os.close(target)
@@ -176,16 +179,6 @@ class RelayedResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
-
-
-def _relay_body(source: SocketBody, target: int, timeout: float) -> None:
-    relay(
-        source.fileno(),
-        target,
-        source.length - len(source.prefix),
-        prefix=source.prefix,
-        timeout=timeout,
-    )
 
 
 def relay(source: int, target: int, count: int, *, prefix: bytes = b"", timeout: float) -> None:

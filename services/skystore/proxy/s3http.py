@@ -20,7 +20,7 @@ from servicekit.errors import BadRequest, ExtractError, ServiceUnavailable
 from servicekit.infra.seaweed import S3Endpoint
 from servicekit.s3 import translate_s3_error
 from servicekit.sigv4 import UNSIGNED_PAYLOAD, sign_request
-from servicekit.socket_relay import RelayError, in_relay_thread, pump
+from servicekit.socket_relay import RelayError, in_relay_thread, pump, relay
 
 __all__ = ["S3Http"]
 
@@ -50,6 +50,15 @@ class SocketGet:
     def fileno(self) -> int:
         assert self._connection.sock is not None
         return self._connection.sock.fileno()
+
+    def send_to(self, target: int, timeout: float) -> None:
+        relay(
+            self.fileno(),
+            target,
+            self.length - len(self.prefix),
+            prefix=self.prefix,
+            timeout=timeout,
+        )
 
     def close(self, *, consumed: bool) -> None:
         # A body read to its last byte leaves the connection at the next response: kept, it
