@@ -10,8 +10,10 @@ Targets (issue 5): large-object throughput >= 0.85x direct, +p50 on 4 KiB GET <=
 HEAD p50 <= 2 ms.
 
 The proxies run as the local stack runs them: with NATS, so they answer HEAD and GET from object
-records held under the locator's read leases. A third proxy of the edge region without NATS
-(every HEAD and GET asks the locator) shows what the cache saves, in the same run. HEAD and a
+records held under the locator's read leases, and reading GETs of 1 MiB and more from the
+SeaweedFS volume servers (services/skystore/proxy/seaweed_reads.py). A third proxy of the edge
+region without NATS (every HEAD and GET asks the locator) shows what the cache saves, and a
+fourth reading through the region's S3 API what the volume reads save, in the same run. HEAD and a
 1-byte GET are also timed with a bare client (http.client, signed by servicekit.sigv4) on both
 paths: botocore's own per-request work is most of a boto3 HEAD here, and the same for both.
 GETs of 1 MiB and 64 MiB are timed with that bare client too, reading into one reused buffer:
@@ -47,7 +49,7 @@ from botocore.config import Config
 from bench._stats import Result, print_table
 from servicekit.infra.nats import NatsServer
 from servicekit.infra.ports import free_port
-from servicekit.infra.seaweed import S3Endpoint
+from servicekit.infra.seaweed import S3Endpoint, seaweed_access
 from servicekit.sigv4 import UNSIGNED_PAYLOAD, sign_request
 from servicekit.testing import ServiceProcess
 from servicekit.testing.sources import s3_regions
@@ -55,6 +57,7 @@ from servicekit.testing.sources import s3_regions
 KiB, MiB = 1024, 1024 * 1024
 EDGE, CLOUD = "local:edge", "local:cloud"
 NO_CACHE = "edge-no-record-cache"
+THROUGH_S3 = "edge-through-s3-api"
 
 
 def _client(url: str, key: str, secret: str) -> Any:
@@ -185,7 +188,8 @@ def _timed(
 def _start_skystore(
     root: Path, regions: dict[str, S3Endpoint], nats_url: str, stack: ExitStack
 ) -> dict[str, ServiceProcess]:
-    """The locator and the proxies, by name ("locator", the regions, NO_CACHE), started."""
+    """The locator and the proxies, by name ("locator", the regions, NO_CACHE, THROUGH_S3),
+    started; all but THROUGH_S3 read large GETs from the SeaweedFS volume servers."""
     ini = root / "regions.ini"
     ini.write_text(
         "".join(
@@ -227,8 +231,10 @@ def _start_skystore(
     locator.start()
     stack.callback(locator.stop)
     started = {"locator": locator}
-    proxies = [(region, region, {}) for region in regions]
-    proxies.append((NO_CACHE, EDGE, {"EXTRACT_SKYSTORE_PROXY_NATS_URL": ""}))
+    native = {"EXTRACT_SKYSTORE_PROXY_SEAWEEDFS": json.dumps(seaweed_access(regions.values()))}
+    proxies = [(region, region, native) for region in regions]
+    proxies.append((NO_CACHE, EDGE, {**native, "EXTRACT_SKYSTORE_PROXY_NATS_URL": ""}))
+    proxies.append((THROUGH_S3, EDGE, {}))
     for name, region, env in proxies:
         port = free_port()
         log_dir = root / name.replace(":", "-")
@@ -256,13 +262,16 @@ class _Clients:
     direct: Any
     proxy: Any
     uncached: Any
+    through_s3: Any
     bare_direct: _BareClient
     bare_proxy: _BareClient
+    bare_through_s3: _BareClient
 
 
 def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> list[list[Result]]:
     """PUT and GET of `size`-byte objects on each path, each group's paths side by side; for
-    1 MiB and more, GET with the bare client too."""
+    1 MiB and more, GET through the region's S3 API too (the proxy reads its volume servers
+    otherwise), and with the bare client."""
     c = clients
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
@@ -293,6 +302,11 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
                 _Path(f"direct GET {label}", get(c.direct, bucket_direct)),
                 _Path(f"proxy  GET {label}", get(c.proxy, bucket_proxy), proxy_pid),
                 _Path(f"proxy  GET {label}, no record cache", get(c.uncached, bucket_proxy)),
+                *(
+                    [_Path(f"proxy  GET {label}, through S3 API", get(c.through_s3, bucket_proxy))]
+                    if size >= MiB
+                    else []
+                ),
             ],
             count,
             size,
@@ -309,6 +323,10 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
                         f"proxy  GET {label}, bare client",
                         download(c.bare_proxy, bucket_proxy),
                         proxy_pid,
+                    ),
+                    _Path(
+                        f"proxy  GET {label}, bare, through S3 API",
+                        download(c.bare_through_s3, bucket_proxy),
                     ),
                 ],
                 count,
@@ -353,10 +371,14 @@ def main() -> None:
         direct = _client(edge.url, edge.access_key, edge.secret_key)
         proxy = _client(urls[EDGE], key["key_id"], key["secret"])
         uncached = _client(urls[NO_CACHE], key["key_id"], key["secret"])
+        through_s3 = _client(urls[THROUGH_S3], key["key_id"], key["secret"])
         cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
         bare_direct = _BareClient(edge.url, edge.access_key, edge.secret_key)
         bare_proxy = _BareClient(urls[EDGE], key["key_id"], key["secret"])
-        clients = _Clients(direct, proxy, uncached, bare_direct, bare_proxy)
+        bare_through_s3 = _BareClient(urls[THROUGH_S3], key["key_id"], key["secret"])
+        clients = _Clients(
+            direct, proxy, uncached, through_s3, bare_direct, bare_proxy, bare_through_s3
+        )
         today = time.strftime("%Y-%m-%d")
         print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")
         for size, count in ((4 * KiB, args.small), (MiB, args.medium), (64 * MiB, args.large)):

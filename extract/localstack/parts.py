@@ -159,6 +159,16 @@ def skystore_locator_settings(home: StackHome, ports: Ports) -> dict[str, str]:
     }
 
 
+def _seaweed_access(ports: Ports) -> dict[str, dict[str, str]]:
+    seaweed = {
+        region: SeaweedPorts.from_base(ports[part]) for region, part in SKYSTORE_REGIONS.items()
+    }
+    return {
+        region: {"filer": f"http://127.0.0.1:{p.filer}", "master": f"http://127.0.0.1:{p.master}"}
+        for region, p in seaweed.items()
+    }
+
+
 def skystore_proxy_part(name: str, region: str, default_port: int) -> Part:
     """`python -m services.skystore.proxy --region <region>`: the S3 entry of one region."""
 
@@ -180,6 +190,8 @@ def skystore_proxy_part(name: str, region: str, default_port: int) -> Part:
                 "EXTRACT_SKYSTORE_PROXY_NATS_URL": f"nats://127.0.0.1:{ports['nats']}",
                 # A key revoked through the gateway stops working within this many seconds.
                 "EXTRACT_SKYSTORE_PROXY_KEY_CACHE_SECONDS": "5",
+                # Large GETs read the local SeaweedFS volume servers (seaweed_reads.py).
+                "EXTRACT_SKYSTORE_PROXY_SEAWEEDFS": json.dumps(_seaweed_access(ports)),
             },
             pid_path=home.pid_path(name),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,19 @@ class S3Endpoint:
     url: str
     access_key: str
     secret_key: str
+    # The SeaweedFS filer and master behind the S3 API, when this platform runs it: a SkyStore
+    # proxy may read the volume servers directly (services/skystore/proxy/seaweed_reads.py).
+    seaweed_filer: str = ""
+    seaweed_master: str = ""
+
+
+def seaweed_access(endpoints: Iterable[S3Endpoint]) -> dict[str, dict[str, str]]:
+    """The SkyStore proxy's SEAWEEDFS setting for the `endpoints` that name their SeaweedFS."""
+    return {
+        e.region: {"filer": e.seaweed_filer, "master": e.seaweed_master}
+        for e in endpoints
+        if e.seaweed_filer and e.seaweed_master
+    }
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,8 @@ class SeaweedRegion:
             url=f"http://{self.host}:{self.ports.s3}",
             access_key=self.access_key,
             secret_key=self.secret_key,
+            seaweed_filer=f"http://{self.host}:{self.ports.filer}",
+            seaweed_master=f"http://{self.host}:{self.ports.master}",
         )
 
     def write_config(self) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings, extract_home
 from services.skystore.schemas import Eviction
 
-__all__ = ["LocatorSettings", "ProxySettings", "internal_token_location"]
+__all__ = ["LocatorSettings", "ProxySettings", "SeaweedAccess", "internal_token_location"]
 
 
 def internal_token_location(configured: str) -> Path:
@@ -85,6 +85,14 @@ class LocatorSettings(ServiceSettings):
         )
 
 
+class SeaweedAccess(BaseModel):
+    """Where a proxy reaches one SeaweedFS region's filer and master (plain HTTP)."""
+
+    filer: str = Field(description="the filer's base URL, e.g. http://127.0.0.1:8888")
+    master: str = Field(description="the master's base URL, e.g. http://127.0.0.1:9333")
+    buckets_folder: str = Field("/buckets", description="the filer folder holding S3 buckets")
+
+
 class ProxySettings(ServiceSettings):
     """Every field reads `EXTRACT_SKYSTORE_PROXY_<FIELD>`."""
 
@@ -108,6 +116,13 @@ class ProxySettings(ServiceSettings):
     )
     relay_timeout: float = Field(
         60.0, gt=0, description="longest wait for either side of a relayed body, seconds"
+    )
+    seaweedfs: dict[str, SeaweedAccess] = Field(
+        default_factory=dict,
+        description="regions (by name) whose SeaweedFS filer, master and volume servers this "
+        "proxy may reach over plain HTTP on a trusted network: their relayed GETs read the "
+        'chunks from the volume servers; JSON, e.g. {"local:edge": {"filer": '
+        '"http://127.0.0.1:8888", "master": "http://127.0.0.1:9333"}}',
     )
     object_cache_entries: int = Field(
         100_000,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from servicekit.db import create_engine, session_factory
 from servicekit.infra.nats import NatsServer
 from servicekit.infra.ports import free_port
-from servicekit.infra.seaweed import S3Endpoint
+from servicekit.infra.seaweed import S3Endpoint, seaweed_access
 from servicekit.migrate import migrate_service_database
 from servicekit.testing import ServiceProcess
 from services.skystore.locator.app import MIGRATIONS, VERSION_TABLE
@@ -142,9 +142,11 @@ def run_stack(
     *,
     nats_url: str,
     proxies: tuple[str, ...] = ("local:edge", "local:cloud"),
+    proxy_env: Mapping[str, str] | None = None,
     **locator_env: str,
 ) -> Iterator[Stack]:
-    """A locator (SQLite, sweeps only on POST /sweep) and one proxy per region in `proxies`."""
+    """A locator (SQLite, sweeps only on POST /sweep) and one proxy per region in `proxies`,
+    `proxy_env` added to each proxy's."""
     ini = root / "s3-regions.ini"
     ini.write_text(
         "".join(
@@ -188,7 +190,7 @@ def run_stack(
         token = (root / "token").read_text().strip()
         partial = Stack(locator, {}, token, "", "", nats_url, root)
         for region in proxies:
-            proxy = partial.proxy_process(region, region.replace(":", "-"))
+            proxy = partial.proxy_process(region, region.replace(":", "-"), **(proxy_env or {}))
             proxy.start()
             stop.callback(proxy.stop)
             partial.proxies[region] = proxy
@@ -220,3 +222,39 @@ def run_skystore(s3_regions: dict[str, S3Endpoint]) -> Callable[..., Any]:
         return run_stack(root, s3_regions, **options)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def seaweed_stack(
+    tmp_path_factory: pytest.TempPathFactory, s3_regions: dict[str, S3Endpoint]
+) -> Iterator[tuple[Stack, ServiceProcess]]:
+    """A stack whose proxies read both regions' volume servers, every GET of 1 byte or more
+    relayed, and a second edge proxy told of a filer and master that do not answer."""
+    access = seaweed_access(s3_regions.values())
+    if len(access) < len(s3_regions):
+        pytest.skip("the S3 regions are not SeaweedFS run by this test session")
+    root = tmp_path_factory.mktemp("seaweed-reads")
+    nats = NatsServer(port=free_port(), store_dir=root / "nats", log_path=root / "nats.log")
+    nats.start()
+    env = {
+        "EXTRACT_SKYSTORE_PROXY_SEAWEEDFS": json.dumps(access),
+        "EXTRACT_SKYSTORE_PROXY_RELAY_MIN_BYTES": "1",
+    }
+    try:
+        with run_stack(root, s3_regions, nats_url=nats.url, proxy_env=env) as stack:
+            dead = f"http://127.0.0.1:{free_port()}"
+            blind = stack.proxy_process(
+                "local:edge",
+                "edge-blind",
+                EXTRACT_SKYSTORE_PROXY_SEAWEEDFS=json.dumps(
+                    {"local:edge": {"filer": dead, "master": dead}}
+                ),
+                EXTRACT_SKYSTORE_PROXY_RELAY_MIN_BYTES="1",
+            )
+            blind.start()
+            try:
+                yield stack, blind
+            finally:
+                blind.stop()
+    finally:
+        nats.stop()

@@ -111,7 +111,9 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
         )
         locator = LocatorClient(settings.locator_url, token)
         try:
-            async with Regions(locator, settings.region) as regions:
+            async with Regions(
+                locator, settings.region, settings.seaweedfs, timeout=settings.relay_timeout
+            ) as regions:
                 app.state.keys = KeyCache(locator, ttl=settings.key_cache_seconds)
                 bytes_read = Counter(
                     "skystore_bytes_read",
@@ -128,7 +130,8 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                 bodies = Counter(
                     "skystore_bodies",
                     "Object bodies of GET and PUT, by path: buffered (small GETs), stream "
-                    "(through the ASGI stack) or relay (socket to socket, past it)",
+                    "(through the ASGI stack), relay (socket to socket, past it) or native "
+                    "(relayed from SeaweedFS volume servers)",
                     ["op", "path"],
                     registry=app.state.metrics.registry,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -12,18 +13,32 @@ from servicekit.s3 import s3_client
 from services.skystore.credentials import endpoint_of
 from services.skystore.proxy.locator_client import LocatorClient
 from services.skystore.proxy.s3http import S3Http
+from services.skystore.proxy.seaweed_reads import SeaweedReader
 from services.skystore.schemas import Link, Region
+from services.skystore.settings import SeaweedAccess
 
 __all__ = ["Regions"]
 
 
 class Regions:
     """`async with Regions(locator, local) as regions:` then `regions.client(name)` (aiobotocore)
-    or `regions.http(name)` (the object data path)."""
+    or `regions.http(name)` (the object data path); `regions.seaweed(name)` reads the volume
+    servers of the SeaweedFS regions in `seaweedfs` (seaweed_reads.py)."""
 
-    def __init__(self, locator: LocatorClient, local: str) -> None:
+    def __init__(
+        self,
+        locator: LocatorClient,
+        local: str,
+        seaweedfs: Mapping[str, SeaweedAccess] | None = None,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
         self.local = local
         self._locator = locator
+        self._seaweed = {
+            name: SeaweedReader(name, access, timeout=timeout)
+            for name, access in (seaweedfs or {}).items()
+        }
         self._stack = AsyncExitStack()
         self._clients: dict[str, AioBaseClient] = {}
         self._http: dict[str, S3Http] = {}
@@ -36,6 +51,8 @@ class Regions:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.aclose()
+        for reader in self._seaweed.values():
+            reader.close()
 
     async def refresh(self) -> None:
         """Open clients for regions registered since the last look; reload the profile."""
@@ -64,6 +81,9 @@ class Regions:
         if http is None:
             raise ServiceUnavailable(f"region {name!r} is not known to this proxy")
         return http
+
+    def seaweed(self, name: str) -> SeaweedReader | None:
+        return self._seaweed.get(name)
 
     def distance(self, src: str, dst: str) -> tuple[float, float]:
         """(latency ms, egress $/GB) of reading from `src` into `dst`; unknown links last."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from urllib.parse import unquote
 
@@ -19,7 +20,13 @@ from servicekit.errors import (
     ServiceUnavailable,
 )
 from servicekit.s3 import translate_s3_error
-from servicekit.socket_relay import ClientConnection, RelayedResponse, RelayError
+from servicekit.socket_relay import (
+    ClientConnection,
+    RelayedResponse,
+    RelayError,
+    SocketBody,
+    in_relay_thread,
+)
 from services.skystore.policies import policy
 from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.body import Payload
@@ -27,6 +34,7 @@ from services.skystore.proxy.checksums import response_header
 from services.skystore.proxy.conditions import check_preconditions, http_date, parse_range
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.s3api import S3Request
+from services.skystore.proxy.seaweed_reads import NotReadable
 from services.skystore.proxy.upload import write_stream
 from services.skystore.proxy.xml import iso, parse_delete, xml_response
 from services.skystore.schemas import Bucket, Locator, ObjectInfo, UploadComplete, UploadStart
@@ -40,6 +48,8 @@ __all__ = [
     "put_object",
     "user_metadata",
 ]
+
+log = logging.getLogger(__name__)
 
 META = "x-amz-meta-"
 BUFFERED_GET = 256 * 1024  # bodies up to this size are read whole, then sent
@@ -271,7 +281,8 @@ async def _send(
         headers["Content-Range"] = f"bytes {chosen[0]}-{chosen[1]}/{size}"
     headers["Content-Length"] = str(length)
     if client is not None and proxy.relays(copy, length):
-        return await _relayed(proxy, copy, range_header, client, status, headers, info)
+        span = chosen or (0, size - 1)
+        return await _relayed(proxy, copy, span, client, status, headers, info)
     _, chunks = await proxy.open_copy(copy, range_header=range_header)
     chunks = proxy.count_read(chunks, copy.region)
     if length <= BUFFERED_GET:
@@ -287,16 +298,24 @@ async def _send(
 async def _relayed(
     proxy: Proxy,
     copy: Locator,
-    range_header: str | None,
+    span: tuple[int, int],
     client: ClientConnection,
     status: int,
     headers: dict[str, str],
     info: ObjectInfo,
 ) -> Response:
-    http = proxy.regions.http(copy.region)
-    source = await http.get_socket(
-        copy.physical_bucket, copy.physical_key, range_header=range_header
-    )
+    """The bytes `span` (first, last) of the copy, relayed from its region's volume servers
+    when this proxy may read them, else from the region's S3 API."""
+    source: SocketBody | None = await _from_volumes(proxy, copy, span, info)
+    path = "native"
+    if source is None:
+        path = "relay"
+        whole = span == (0, (info.size or 0) - 1)
+        source = await proxy.regions.http(copy.region).get_socket(
+            copy.physical_bucket,
+            copy.physical_key,
+            range_header=None if whole else f"bytes={span[0]}-{span[1]}",
+        )
     length = int(headers["Content-Length"])
     if source.length != length:
         source.close(consumed=False)
@@ -304,7 +323,7 @@ async def _relayed(
             f"region {copy.region} has {source.length} bytes where the record says {length}",
             detail={"bucket": info.bucket, "key": info.key},
         )
-    proxy.bodies.labels(op="get", path="relay").inc()
+    proxy.bodies.labels(op="get", path=path).inc()
     return RelayedResponse(
         source,
         client,
@@ -314,6 +333,23 @@ async def _relayed(
         timeout=proxy.settings.relay_timeout,
         background=BackgroundTask(proxy.count_relayed, length, copy.region),
     )
+
+
+async def _from_volumes(
+    proxy: Proxy, copy: Locator, span: tuple[int, int], info: ObjectInfo
+) -> SocketBody | None:
+    """The copy's bytes from its SeaweedFS volume servers, their first chunk asked for; None
+    when the region is not read so here, or this object cannot be (then the S3 API serves)."""
+    reader = proxy.regions.seaweed(copy.region)
+    if reader is None:
+        return None
+    try:
+        return await in_relay_thread(
+            reader.open, copy.physical_bucket, copy.physical_key, *span, info.size or 0
+        )
+    except NotReadable as exc:
+        log.info("reading %s/%s through S3: %s", copy.region, copy.physical_key, exc)
+        return None
 
 
 async def delete_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
