@@ -29,7 +29,6 @@ from gateway.sessions import SESSION_COOKIE, SessionStore
 from gateway.settings import GatewaySettings
 from gateway.signing import DeviceSignatures, ResponseSigner
 from gateway.skystore_keys import SkyStoreKeys
-from gateway.upstream_http import ConnectionPool
 from gateway.upstreams import PoolFactory, Upstream, UpstreamFailure, Upstreams
 from servicekit.app import create_service_app
 from servicekit.db import create_engine, database_check, session_factory
@@ -37,6 +36,7 @@ from servicekit.errors import MethodNotAllowed, NotFound, ServiceUnavailable
 from servicekit.migrate import migrate_service_database
 from servicekit.security import ANONYMOUS_CLAIM, load_or_create_signing_key
 from servicekit.serve import tls_context
+from servicekit.upstream_http import ConnectionPool
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "create_app"]
 

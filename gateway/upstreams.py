@@ -1,8 +1,8 @@
 """The upstream services: one keep-alive connection pool, breaker and health record each.
 
-Requests go out through `gateway.upstream_http` (a pooled HTTP/1.1 client on httptools), whose
-exception tree (UpstreamFailure, UpstreamUnreachable, UpstreamTimeout; defined in
-`gateway.upstream_response`) is re-exported here.
+Requests go out through `servicekit.upstream_http` (a pooled HTTP/1.1 client on httptools),
+whose exception tree (UpstreamFailure, UpstreamUnreachable, UpstreamTimeout; defined in
+`servicekit.upstream_response`) is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from gateway.breaker import CircuitBreaker
 from gateway.settings import GatewaySettings
-from gateway.upstream_http import ConnectionPool
-from gateway.upstream_response import (
+from servicekit.upstream_http import ConnectionPool
+from servicekit.upstream_response import (
     UpstreamFailure,
     UpstreamResponse,
     UpstreamTimeout,

@@ -17,11 +17,11 @@ from gw_upstream import Probe, upstream_app
 from gateway.app import create_app
 from gateway.routes import DEFAULT_ROUTES, Route
 from gateway.settings import GatewaySettings
-from gateway.upstream_http import ConnectionPool
 from gateway.upstreams import PoolFactory
 from servicekit.infra.ports import free_port
 from servicekit.security import LocalCA, SigningKey, client_context, server_context
 from servicekit.testing import ServiceProcess
+from servicekit.upstream_http import ConnectionPool
 
 MiB = 1024 * 1024
 TEST_ROUTES = (

@@ -14,10 +14,10 @@ from conftest import GatewayFactory
 from gw_servers import ThreadedServer, serving
 from gw_upstream import CHUNK, Probe, pattern, upstream_app
 
-from gateway.upstream_http import ConnectionPool
 from servicekit.infra.ports import free_port
 from servicekit.security import JWKSet, SigningKey, verify_identity_token
 from servicekit.testing import eventually
+from servicekit.upstream_http import ConnectionPool
 
 MiB = 1024 * 1024
 Clients = Callable[[ThreadedServer], httpx.AsyncClient]

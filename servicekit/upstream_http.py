@@ -1,10 +1,11 @@
 """HTTP/1.1 to the upstream services: pooled keep-alive connections, responses parsed by httptools.
 
-The gateway's one client for its upstreams (proxied requests, the S3 port, health checks). A
-request without a streamed body is one write on an idle connection; the response comes back
-through httptools' callbacks, and a small one is complete when its last packet is parsed. Per
-proxied GET this costs a fraction of aiohttp's client (bench/RESULTS.md). Failures come out as
-this tree (`upstream_response.py`), and only as it:
+servicekit's client for HTTP/1.1 upstreams, used by the gateway (proxied requests, the S3
+port, health checks) and by the SkyStore proxy (GETs from its regions' S3 stores). A request
+without a streamed body is one write on an idle connection; the response comes back through
+httptools' callbacks, and a small one is complete when its last packet is parsed. Per proxied
+GET this costs a fraction of aiohttp's client (bench/RESULTS.md). Failures come out as this
+tree (`upstream_response.py`), and only as it:
 
     UpstreamFailure                 the request failed; the upstream may have seen part of it
     ├── UpstreamUnreachable         no connection was made: nothing was sent, a retry is safe
@@ -21,8 +22,8 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
-from gateway.upstream_connection import Connection
-from gateway.upstream_response import UpstreamResponse, UpstreamUnreachable
+from servicekit.upstream_connection import Connection
+from servicekit.upstream_response import UpstreamResponse, UpstreamUnreachable
 
 __all__ = ["ConnectionPool"]
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from gateway.upstream_response import UpstreamFailure, UpstreamResponse, UpstreamTimeout
+from servicekit.upstream_response import UpstreamFailure, UpstreamResponse, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from gateway.upstream_http import ConnectionPool
+    from servicekit.upstream_http import ConnectionPool
 
 __all__ = ["Connection"]
 

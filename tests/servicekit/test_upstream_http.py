@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream_http import ConnectionPool
-from gateway.upstream_response import (
+from servicekit.infra.ports import free_port
+from servicekit.upstream_http import ConnectionPool
+from servicekit.upstream_response import (
     UpstreamFailure,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from servicekit.infra.ports import free_port
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

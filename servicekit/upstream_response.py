@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.upstream_connection import Connection
+    from servicekit.upstream_connection import Connection
 
 __all__ = [
     "UpstreamFailure",
