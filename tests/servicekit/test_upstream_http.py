@@ -343,3 +343,36 @@ async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout() -> N
             await get(pool)
         first.cancel()
         await pool.close()
+
+
+async def test_a_large_body_read_slowly_holds_the_upstream_back() -> None:
+    size, piece = 64 * 1024 * 1024, b"x" * (1024 * 1024)
+    sent = 0
+
+    def answer(upstream: Scripted) -> Answer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            await upstream.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            while sent < size:
+                writer.write(piece)
+                await writer.drain()  # waits while the client has paused reading
+                sent += len(piece)
+
+        return serve
+
+    async with scripted(answer) as upstream:
+        pool = pool_for(upstream.port)
+        response = await pool.request("GET", "/", [])
+        received = largest = ahead = 0
+        async for chunk in response.chunks():
+            received += len(chunk)
+            largest = max(largest, len(chunk))
+            ahead = max(ahead, sent - received)
+            await asyncio.sleep(0.001)  # a slow client
+        await pool.close()
+    assert received == size
+    # What waits in the proxy is what arrived before reading paused (256 KiB and one read);
+    # the rest stays in the sockets' buffers and the upstream's unsent data.
+    assert largest <= 1024 * 1024
+    assert ahead < size // 2
