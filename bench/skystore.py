@@ -269,9 +269,9 @@ class _Clients:
 
 
 def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> list[list[Result]]:
-    """PUT and GET of `size`-byte objects on each path, each group's paths side by side; for
-    1 MiB and more, GET through the region's S3 API too (the proxy reads its volume servers
-    otherwise), and with the bare client."""
+    """PUT and GET of `size`-byte objects on each path, each group's paths side by side; GET
+    through the region's S3 API too (the proxy reads its volume servers otherwise), and for
+    1 MiB and more with the bare client."""
     c = clients
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
@@ -302,11 +302,7 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
                 _Path(f"direct GET {label}", get(c.direct, bucket_direct)),
                 _Path(f"proxy  GET {label}", get(c.proxy, bucket_proxy), proxy_pid),
                 _Path(f"proxy  GET {label}, no record cache", get(c.uncached, bucket_proxy)),
-                *(
-                    [_Path(f"proxy  GET {label}, through S3 API", get(c.through_s3, bucket_proxy))]
-                    if size >= MiB
-                    else []
-                ),
+                _Path(f"proxy  GET {label}, through S3 API", get(c.through_s3, bucket_proxy)),
             ],
             count,
             size,

@@ -228,18 +228,15 @@ def run_skystore(s3_regions: dict[str, S3Endpoint]) -> Callable[..., Any]:
 def seaweed_stack(
     tmp_path_factory: pytest.TempPathFactory, s3_regions: dict[str, S3Endpoint]
 ) -> Iterator[tuple[Stack, ServiceProcess]]:
-    """A stack whose proxies read both regions' volume servers, every GET of 1 byte or more
-    relayed, and a second edge proxy told of a filer and master that do not answer."""
+    """A stack whose proxies read both regions' volume servers, and a second edge proxy told of
+    a filer and master that do not answer."""
     access = seaweed_access(s3_regions.values())
     if len(access) < len(s3_regions):
         pytest.skip("the S3 regions are not SeaweedFS run by this test session")
     root = tmp_path_factory.mktemp("seaweed-reads")
     nats = NatsServer(port=free_port(), store_dir=root / "nats", log_path=root / "nats.log")
     nats.start()
-    env = {
-        "EXTRACT_SKYSTORE_PROXY_SEAWEEDFS": json.dumps(access),
-        "EXTRACT_SKYSTORE_PROXY_RELAY_MIN_BYTES": "1",
-    }
+    env = {"EXTRACT_SKYSTORE_PROXY_SEAWEEDFS": json.dumps(access)}
     try:
         with run_stack(root, s3_regions, nats_url=nats.url, proxy_env=env) as stack:
             dead = f"http://127.0.0.1:{free_port()}"
@@ -249,7 +246,6 @@ def seaweed_stack(
                 EXTRACT_SKYSTORE_PROXY_SEAWEEDFS=json.dumps(
                     {"local:edge": {"filer": dead, "master": dead}}
                 ),
-                EXTRACT_SKYSTORE_PROXY_RELAY_MIN_BYTES="1",
             )
             blind.start()
             try:

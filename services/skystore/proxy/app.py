@@ -130,8 +130,9 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                 bodies = Counter(
                     "skystore_bodies",
                     "Object bodies of GET and PUT, by path: buffered (small GETs), stream "
-                    "(through the ASGI stack), relay (socket to socket, past it) or native "
-                    "(relayed from SeaweedFS volume servers)",
+                    "(through the ASGI stack), relay (socket to socket, past it), native "
+                    "(relayed from SeaweedFS volume servers) or native_buffered (small GETs "
+                    "read whole from them)",
                     ["op", "path"],
                     registry=app.state.metrics.registry,
                 )

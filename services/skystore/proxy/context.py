@@ -56,8 +56,8 @@ class Proxy:
         least = self.settings.relay_min_bytes
         return 0 < least <= length and self.regions.http(copy.region).relays
 
-    def count_relayed(self, count: int, source: str) -> None:
-        """count_read for a body relayed past Python, once it is through."""
+    def count_bytes(self, count: int, source: str) -> None:
+        """count_read for a body taken whole, or relayed past Python once it is through."""
         self.bytes_read.labels(source=source, served=self.region).inc(count)
 
     @property

@@ -52,7 +52,7 @@ class Regions:
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.aclose()
         for reader in self._seaweed.values():
-            reader.close()
+            await reader.aclose()
 
     async def refresh(self) -> None:
         """Open clients for regions registered since the last look; reload the profile."""

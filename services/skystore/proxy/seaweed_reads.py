@@ -4,34 +4,45 @@ SeaweedFS serves an S3 GET by relaying every chunk from a volume server through 
 its S3 gateway: on this project's machine, 75-110 ms of its CPU per 64 MiB, against 35-40 ms
 when the same chunks are read from the volume server (bench/RESULTS.md). A proxy that may
 reach the region's filer, master and volume servers (`EXTRACT_SKYSTORE_PROXY_SEAWEEDFS`) asks
-the filer for the physical object's chunk list, the master where each volume lives, and relays
-the chunks' bytes from the volume servers to the client one after the other.
+the filer for the physical object's chunk list (kept: a physical key is written once), the
+master where each volume lives, and relays the chunks' bytes from the volume servers to the
+client one after the other (`relayed`).
 
 Only what reads the same either way is read like this: chunks that are plain bytes (not
 compressed, encrypted or a manifest of further chunks) laid end to end over the whole object,
 with no content held in the filer entry. Anything else raises `NotReadable` before a byte is
 sent, and the caller reads through the S3 API. A physical object that is gone raises NotFound,
-as the S3 API would. Blocking sockets (http.client): every call here runs on a relay thread.
+as the S3 API would.
+
+Small bodies are read whole (`read`): once the object's chunk list is known, one GET to a
+volume server instead of SeaweedFS's S3 gateway, filer and volume server in turn.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from servicekit.errors import NotFound
-from servicekit.socket_relay import RelayError, relay
+from servicekit.socket_relay import RelayError, in_relay_thread, relay
+from servicekit.upstream_http import ConnectionPool
+from servicekit.upstream_response import UpstreamFailure, UpstreamTimeout, UpstreamUnreachable
 from services.skystore.settings import SeaweedAccess
 
 __all__ = ["ChunkSpan", "ChunkedBody", "NotReadable", "SeaweedReader", "chunk_spans"]
 
 IDLE_PER_SERVER = 8
 VOLUME_CACHE_SECONDS = 60.0
+ENTRIES = 4096  # filer entries kept
+LOOKUP = 1024 * 1024  # the most a filer entry or a master answer may hold
+POOL_LIMIT = 32
+KEEPALIVE_SECONDS = 30.0
+CONNECT_SECONDS = 5.0
 # Chunk fields that change how its stored bytes map to the object's bytes.
 _TRANSFORMING = ("is_compressed", "cipher_key", "is_chunk_manifest", "sse_type", "sse_metadata")
 
@@ -52,6 +63,14 @@ class ChunkSpan:
     @property
     def length(self) -> int:
         return self.last - self.first + 1
+
+    @property
+    def volume(self) -> str:
+        return self.file_id.partition(",")[0]
+
+    @property
+    def range_header(self) -> str:
+        return f"bytes={self.first}-{self.last}"
 
 
 class _Connections:
@@ -96,7 +115,7 @@ class _Exchange:
     def _send(self, *, fresh: bool) -> None:
         self.connection, self._was_idle = self._connections.get(self.server, fresh=fresh)
         span = self.span
-        headers = {} if span.whole else {"Range": f"bytes={span.first}-{span.last}"}
+        headers = {} if span.whole else {"Range": span.range_header}
         try:
             self.connection.request("GET", f"/{span.file_id}", headers=headers)
         except (OSError, http.client.HTTPException):
@@ -136,108 +155,160 @@ class _Exchange:
 
 
 class SeaweedReader:
-    """Reads one region's objects from its volume servers (module doc)."""
+    """Reads one region's objects from its volume servers (module doc). Lookups and small reads
+    run on the event loop (servicekit's HTTP client); relayed bodies on relay threads."""
 
-    def __init__(self, region: str, access: SeaweedAccess, *, timeout: float) -> None:
+    def __init__(
+        self, region: str, access: SeaweedAccess, *, timeout: float, entries: int = ENTRIES
+    ) -> None:
         self.region = region
         self._access = access
         self._filer = urlsplit(access.filer).netloc
         self._master = urlsplit(access.master).netloc
-        self._connections = _Connections(timeout)
+        self._timeout = timeout
+        self._pools: dict[str, ConnectionPool] = {}  # by "host:port", made in the running loop
+        self._connections = _Connections(timeout)  # blocking ones, for relays
+        # Filer entries by physical bucket and key: a physical key is written once, so its
+        # chunk list holds until the object is deleted (then a chunk read fails: NotReadable).
+        self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._capacity = entries
         self._volumes: dict[str, tuple[float, str]] = {}  # volume id: (until, "host:port")
-        self._lock = threading.Lock()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._connections.close()
+        for pool in self._pools.values():
+            await pool.close()
 
-    def open(self, bucket: str, key: str, first: int, last: int, size: int) -> ChunkedBody:
-        """The bytes `first`..`last` of the `size`-byte object bucket/key, the first chunk's
-        request answered; NotReadable or NotFound before any byte is taken."""
-        path = f"{self._access.buckets_folder.rstrip('/')}/{bucket}/{key}"
-        entry = self._json(self._filer, f"{quote(path, safe='/~')}?metadata=true", path)
-        spans = chunk_spans(entry, size, first, last)
-        body = ChunkedBody(self, last - first + 1, spans)
-        body.start()
+    async def relayed(self, bucket: str, key: str, first: int, last: int, size: int) -> ChunkedBody:
+        """The bytes `first`..`last` of the `size`-byte physical object bucket/key, to relay,
+        its first chunk's response head read; NotReadable or NotFound before any byte is."""
+        located = await self._locate(bucket, key, first, last, size)
+        body = ChunkedBody(self._connections, last - first + 1, located)
+        try:
+            await in_relay_thread(body.start)
+        except NotReadable:
+            self._forget(bucket, key, located)
+            raise
         return body
 
-    def exchange(self, span: ChunkSpan) -> _Exchange:
-        """The span's GET, sent."""
-        volume = span.file_id.partition(",")[0]
-        server = self._volume_server(volume)
+    async def read(self, bucket: str, key: str, first: int, last: int, size: int) -> bytes:
+        """The bytes `first`..`last` read whole (a small body); NotReadable or NotFound."""
+        located = await self._locate(bucket, key, first, last, size)
+        pieces = []
         try:
-            return _Exchange(self._connections, server, span)
-        except (OSError, http.client.HTTPException) as exc:
-            self._forget_volume(volume)
-            raise NotReadable(f"volume server {server}: {exc}") from exc
+            for server, span in located:
+                headers = [] if span.whole else [(b"range", span.range_header.encode())]
+                status, data = await self._get(server, f"/{span.file_id}", headers, span.length)
+                if status != (200 if span.whole else 206) or len(data) != span.length:
+                    raise NotReadable(f"volume server {server} answered {status}, {len(data)} B")
+                pieces.append(data)
+        except NotReadable:
+            self._forget(bucket, key, located)
+            raise
+        return b"".join(pieces)
 
-    def answer(self, exchange: _Exchange) -> tuple[_Exchange, http.client.HTTPResponse, bytes]:
-        """The exchange's response head read; NotReadable when it failed."""
+    async def _locate(
+        self, bucket: str, key: str, first: int, last: int, size: int
+    ) -> list[tuple[str, ChunkSpan]]:
+        entry = await self._entry(bucket, key)
         try:
-            return (exchange, *exchange.response())
-        except (OSError, http.client.HTTPException, NotReadable) as exc:
-            exchange.connection.close()
-            self._forget_volume(exchange.span.file_id.partition(",")[0])
-            raise NotReadable(f"chunk {exchange.span.file_id}: {exc}") from exc
+            spans = chunk_spans(entry, size, first, last)
+        except NotReadable:
+            self._entries.pop((bucket, key), None)
+            raise
+        return [(await self._volume_server(span.volume), span) for span in spans]
 
-    def _volume_server(self, volume: str) -> str:
+    def _forget(self, bucket: str, key: str, located: list[tuple[str, ChunkSpan]]) -> None:
+        self._entries.pop((bucket, key), None)
+        for _, span in located:
+            self._volumes.pop(span.volume, None)
+
+    async def _entry(self, bucket: str, key: str) -> dict[str, Any]:
+        entry = self._entries.get((bucket, key))
+        if entry is not None:
+            return entry
+        path = f"{self._access.buckets_folder.rstrip('/')}/{bucket}/{key}"
+        entry = await self._json(self._filer, f"{quote(path, safe='/~')}?metadata=true", path)
+        if len(self._entries) >= self._capacity:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[(bucket, key)] = entry
+        return entry
+
+    async def _volume_server(self, volume: str) -> str:
+        known = self._volumes.get(volume)
         now = time.monotonic()
-        with self._lock:
-            known = self._volumes.get(volume)
         if known is not None and known[0] > now:
             return known[1]
-        answer = self._json(self._master, f"/dir/lookup?volumeId={volume}", f"volume {volume}")
+        answer = await self._json(
+            self._master, f"/dir/lookup?volumeId={volume}", f"volume {volume}"
+        )
         locations = answer.get("locations") or []
         if not locations:
             raise NotReadable(f"the master knows no server of volume {volume}")
         server = str(locations[0]["url"])
-        with self._lock:
-            self._volumes[volume] = (now + VOLUME_CACHE_SECONDS, server)
+        self._volumes[volume] = (now + VOLUME_CACHE_SECONDS, server)
         return server
 
-    def _forget_volume(self, volume: str) -> None:
-        with self._lock:
-            self._volumes.pop(volume, None)
+    async def _json(self, server: str, target: str, what: str) -> dict[str, Any]:
+        status, data = await self._get(server, target, [(b"accept", b"application/json")])
+        if status == 404:
+            raise NotFound(f"{what} is not in region {self.region}", code="NoSuchKey")
+        if status != 200:
+            raise NotReadable(f"{server} answered {status} for {what}")
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise NotReadable(f"{server} answered no JSON for {what}") from exc
 
-    def _json(self, server: str, target: str, what: str) -> dict:
+    async def _get(
+        self, server: str, target: str, headers: list[tuple[bytes, bytes]], limit: int = LOOKUP
+    ) -> tuple[int, bytes]:
+        """(status, body) of a GET; a connection that went stale while idle is retried once."""
+        pool = self._pool(server)
         for attempt in (1, 2):
-            connection, was_idle = self._connections.get(server)
             try:
-                connection.request("GET", target, headers={"Accept": "application/json"})
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if was_idle and attempt == 1:
-                    continue  # it went stale while idle
+                response = await pool.request("GET", target, headers)
+                return response.status, await response.read(limit)
+            except UpstreamTimeout as exc:
                 raise NotReadable(f"{server}: {exc}") from exc
-            if response.will_close:
-                connection.close()
-            else:
-                self._connections.put(server, connection)
-            if response.status == 404:
-                raise NotFound(f"{what} is not in region {self.region}", code="NoSuchKey")
-            if response.status != 200:
-                raise NotReadable(f"{server} answered {response.status} for {what}")
-            try:
-                return json.loads(data)
-            except ValueError as exc:
-                raise NotReadable(f"{server} answered no JSON for {what}") from exc
+            except (UpstreamFailure, OSError) as exc:
+                if attempt == 2 or isinstance(exc, UpstreamUnreachable):
+                    raise NotReadable(f"{server}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _pool(self, server: str) -> ConnectionPool:
+        pool = self._pools.get(server)
+        if pool is None:
+            host, _, port = server.rpartition(":")
+            pool = self._pools[server] = ConnectionPool(
+                f"seaweedfs {server}",
+                host,
+                int(port),
+                limit=POOL_LIMIT,
+                keepalive=KEEPALIVE_SECONDS,
+                connect_timeout=CONNECT_SECONDS,
+                read_timeout=self._timeout,
+                write_timeout=self._timeout,
+            )
+        return pool
 
 
 class ChunkedBody:
-    """A SocketBody (servicekit.socket_relay): the spans' bytes in order, each chunk's request
-    sent while the one before is relayed."""
+    """A SocketBody (servicekit.socket_relay): the spans' bytes in order from their volume
+    servers, each chunk's request sent while the one before is relayed."""
 
-    def __init__(self, reader: SeaweedReader, length: int, spans: list[ChunkSpan]) -> None:
+    def __init__(
+        self, connections: _Connections, length: int, located: list[tuple[str, ChunkSpan]]
+    ) -> None:
         self.length = length
-        self._reader = reader
-        self._spans = spans
+        self._connections = connections
+        self._located = located
         self._first: tuple[_Exchange, http.client.HTTPResponse, bytes] | None = None
 
     def start(self) -> None:
-        if self._spans:
-            self._first = self._reader.answer(self._reader.exchange(self._spans[0]))
+        """Ask for the first chunk and read its response head (blocking); NotReadable."""
+        if self._located:
+            self._first = _answer(self._exchange(*self._located[0]))
 
     def send_to(self, target: int, timeout: float) -> None:
         for exchange, response, prefix in self._answers():
@@ -254,6 +325,12 @@ class ChunkedBody:
                 raise
             exchange.done(response, consumed=True)
 
+    def _exchange(self, server: str, span: ChunkSpan) -> _Exchange:
+        try:
+            return _Exchange(self._connections, server, span)
+        except (OSError, http.client.HTTPException) as exc:
+            raise NotReadable(f"volume server {server}: {exc}") from exc
+
     def _answers(self) -> Iterator[tuple[_Exchange, http.client.HTTPResponse, bytes]]:
         """The chunks' answers in order; the next one's request goes out before one is handed
         on, its head is read once the one before has been relayed."""
@@ -262,12 +339,12 @@ class ChunkedBody:
             return
         pending: _Exchange | None = None
         try:
-            for span in self._spans[1:]:
-                pending = self._reader.exchange(span)
+            for server, span in self._located[1:]:
+                pending = self._exchange(server, span)
                 handed, current = current, None
                 yield handed
                 answered, pending = pending, None
-                current = self._reader.answer(answered)
+                current = _answer(answered)
             handed, current = current, None
             yield handed
         except NotReadable as exc:
@@ -285,6 +362,15 @@ class ChunkedBody:
     def close(self, *, consumed: bool) -> None:
         self._drop(self._first)
         self._first = None
+
+
+def _answer(exchange: _Exchange) -> tuple[_Exchange, http.client.HTTPResponse, bytes]:
+    """The exchange's response head read; NotReadable when it failed."""
+    try:
+        return (exchange, *exchange.response())
+    except (OSError, http.client.HTTPException, NotReadable) as exc:
+        exchange.connection.close()
+        raise NotReadable(f"chunk {exchange.span.file_id}: {exc}") from exc
 
 
 def chunk_spans(entry: dict, size: int, first: int, last: int) -> list[ChunkSpan]:

@@ -20,13 +20,7 @@ from servicekit.errors import (
     ServiceUnavailable,
 )
 from servicekit.s3 import translate_s3_error
-from servicekit.socket_relay import (
-    ClientConnection,
-    RelayedResponse,
-    RelayError,
-    SocketBody,
-    in_relay_thread,
-)
+from servicekit.socket_relay import ClientConnection, RelayedResponse, RelayError, SocketBody
 from services.skystore.policies import policy
 from services.skystore.proxy.auth import Caller
 from services.skystore.proxy.body import Payload
@@ -282,15 +276,14 @@ async def _send(
     headers["Content-Length"] = str(length)
     if client is not None and proxy.relays(copy, length):
         span = chosen or (0, size - 1)
-        return await _relayed(proxy, copy, span, client, status, headers, info)
-    _, chunks = await proxy.open_copy(copy, range_header=range_header)
-    chunks = proxy.count_read(chunks, copy.region)
+        return await _relayed(proxy, copy, span, range_header, client, status, headers, info)
     if length <= BUFFERED_GET:
         # Small bodies are read whole and sent at once: a streamed response costs a task
         # group and more writes, milliseconds that a 4 KiB GET cannot afford.
-        body = b"".join([chunk async for chunk in chunks])
-        proxy.bodies.labels(op="get", path="buffered").inc()
+        body = await _read_whole(proxy, copy, chosen or (0, size - 1), range_header, info)
         return Response(body, status, headers=headers, media_type=info.content_type)
+    _, chunks = await proxy.open_copy(copy, range_header=range_header)
+    chunks = proxy.count_read(chunks, copy.region)
     proxy.bodies.labels(op="get", path="stream").inc()
     return StreamingResponse(chunks, status, headers=headers, media_type=info.content_type)
 
@@ -299,6 +292,7 @@ async def _relayed(
     proxy: Proxy,
     copy: Locator,
     span: tuple[int, int],
+    range_header: str | None,
     client: ClientConnection,
     status: int,
     headers: dict[str, str],
@@ -310,11 +304,8 @@ async def _relayed(
     path = "native"
     if source is None:
         path = "relay"
-        whole = span == (0, (info.size or 0) - 1)
         source = await proxy.regions.http(copy.region).get_socket(
-            copy.physical_bucket,
-            copy.physical_key,
-            range_header=None if whole else f"bytes={span[0]}-{span[1]}",
+            copy.physical_bucket, copy.physical_key, range_header=range_header
         )
     length = int(headers["Content-Length"])
     if source.length != length:
@@ -331,7 +322,7 @@ async def _relayed(
         headers=headers,
         media_type=info.content_type,
         timeout=proxy.settings.relay_timeout,
-        background=BackgroundTask(proxy.count_relayed, length, copy.region),
+        background=BackgroundTask(proxy.count_bytes, length, copy.region),
     )
 
 
@@ -344,12 +335,31 @@ async def _from_volumes(
     if reader is None:
         return None
     try:
-        return await in_relay_thread(
-            reader.open, copy.physical_bucket, copy.physical_key, *span, info.size or 0
-        )
+        return await reader.relayed(copy.physical_bucket, copy.physical_key, *span, info.size or 0)
     except NotReadable as exc:
         log.info("reading %s/%s through S3: %s", copy.region, copy.physical_key, exc)
         return None
+
+
+async def _read_whole(
+    proxy: Proxy, copy: Locator, span: tuple[int, int], range_header: str | None, info: ObjectInfo
+) -> bytes:
+    """The bytes `span` of a small body: from the copy's SeaweedFS volume servers when this
+    proxy may read them and the object allows, else from the region's S3 API."""
+    reader = proxy.regions.seaweed(copy.region)
+    body, path = None, "buffered"
+    if reader is not None and span[1] >= span[0]:
+        try:
+            body = await reader.read(copy.physical_bucket, copy.physical_key, *span, info.size or 0)
+            path = "native_buffered"
+        except NotReadable as exc:
+            log.info("reading %s/%s through S3: %s", copy.region, copy.physical_key, exc)
+    if body is None:
+        _, chunks = await proxy.open_copy(copy, range_header=range_header)
+        body = b"".join([chunk async for chunk in chunks])
+    proxy.count_bytes(len(body), copy.region)
+    proxy.bodies.labels(op="get", path=path).inc()
+    return body
 
 
 async def delete_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Request) -> Response:
