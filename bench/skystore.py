@@ -6,6 +6,8 @@ Starts two SeaweedFS regions, the locator and one proxy per region (real uvicorn
 then measures with the same boto3 client configuration on both paths: PUT and GET of 4 KiB,
 1 MiB and 64 MiB objects (throughput, p50/p99), HEAD and LIST latency, and a remote read (an
 object written at the edge, read through the cloud proxy) with and without copy_on_read.
+4 KiB GETs and HEADs read a working set of keys over and over (the hot path); 4 KiB GETs of
+keys not read before are timed apart (the cold path).
 Targets (issue 5): large-object throughput >= 0.85x direct, +p50 on 4 KiB GET <= 2 ms,
 HEAD p50 <= 2 ms.
 
@@ -58,6 +60,7 @@ KiB, MiB = 1024, 1024 * 1024
 EDGE, CLOUD = "local:edge", "local:cloud"
 NO_CACHE = "edge-no-record-cache"
 THROUGH_S3 = "edge-through-s3-api"
+HOT_KEYS = 50  # the working set of small GETs
 
 
 def _client(url: str, key: str, secret: str) -> Any:
@@ -270,8 +273,13 @@ class _Clients:
 
 def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> list[list[Result]]:
     """PUT and GET of `size`-byte objects on each path, each group's paths side by side; GET
-    through the region's S3 API too (the proxy reads its volume servers otherwise), and for
-    1 MiB and more with the bare client."""
+    through the region's S3 API too (the proxy reads its volume servers otherwise); for 1 MiB
+    and more with the bare client.
+
+    Small GETs read a working set of HOT_KEYS keys over and over, as HEAD does: the proxy
+    answers them from records held under read leases and chunk lists it has seen. Then the
+    keys nobody has read yet are read once each, directly and through the proxy without a
+    record cache: the cold path, a locator lookup and the filer's chunk list included."""
     c = clients
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
@@ -282,8 +290,19 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
     def put(client: Any, bucket: str) -> Callable[[int], Any]:
         return lambda i: client.put_object(Bucket=bucket, Key=f"k{i}", Body=body)
 
-    def get(client: Any, bucket: str) -> Callable[[int], Any]:
-        return lambda i: client.get_object(Bucket=bucket, Key=f"k{i}")["Body"].read()
+    def get(
+        client: Any, bucket: str, key: Callable[[int], str] = "k{}".format
+    ) -> Callable[[int], Any]:
+        return lambda i: client.get_object(Bucket=bucket, Key=key(i))["Body"].read()
+
+    def hot(i: int) -> str:
+        return f"k{i % HOT_KEYS}"
+
+    def unread(i: int) -> str:
+        return f"k{HOT_KEYS + i}"
+
+    small = size < MiB
+    read = hot if small else "k{}".format
 
     def download(client: _BareClient, bucket: str) -> Callable[[int], Any]:
         return lambda i: client.download(bucket, f"k{i}")
@@ -299,16 +318,30 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
         ),
         _side_by_side(
             [
-                _Path(f"direct GET {label}", get(c.direct, bucket_direct)),
-                _Path(f"proxy  GET {label}", get(c.proxy, bucket_proxy), proxy_pid),
-                _Path(f"proxy  GET {label}, no record cache", get(c.uncached, bucket_proxy)),
-                _Path(f"proxy  GET {label}, through S3 API", get(c.through_s3, bucket_proxy)),
+                _Path(f"direct GET {label}", get(c.direct, bucket_direct, read)),
+                _Path(f"proxy  GET {label}", get(c.proxy, bucket_proxy, read), proxy_pid),
+                _Path(f"proxy  GET {label}, no record cache", get(c.uncached, bucket_proxy, read)),
+                _Path(f"proxy  GET {label}, through S3 API", get(c.through_s3, bucket_proxy, read)),
             ],
             count,
             size,
         ),
     ]
-    if size >= MiB:
+    if small and count > HOT_KEYS:
+        groups.append(
+            _side_by_side(
+                [
+                    _Path(f"direct GET {label}, first read", get(c.direct, bucket_direct, unread)),
+                    _Path(
+                        f"proxy  GET {label}, first read, no record cache",
+                        get(c.uncached, bucket_proxy, unread),
+                    ),
+                ],
+                count - HOT_KEYS,
+                size,
+            )
+        )
+    elif not small:
         groups.append(
             _side_by_side(
                 [
