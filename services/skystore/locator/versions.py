@@ -16,13 +16,13 @@ from services.skystore.states import State
 from services.skystore.tables import buckets, locators, objects
 
 __all__ = [
+    "OBJECT_QUERY",
     "garbage_of",
     "get_object",
     "locator_of",
     "object_from_copy_rows",
     "object_from_row",
     "object_info",
-    "object_query",
 ]
 
 
@@ -72,25 +72,29 @@ def _no_such_key(key: str) -> NotFound:
     return NotFound(f"key {key!r} does not exist", code="NoSuchKey", detail={"Key": key})
 
 
-def object_query(bucket: str, key: str) -> sa.Select[Any]:
-    """The listed version of bucket/key joined with its copies: one row per copy."""
+def _object_query() -> sa.Select[Any]:
     copy = locators.alias("copy")
     return (
         sa.select(objects, *[c.label(f"copy_{c.name}") for c in copy.c])
         .join(buckets, buckets.c.id == objects.c.bucket_id)
         .outerjoin(copy, copy.c.object_id == objects.c.id)
         .where(
-            buckets.c.name == bucket,
+            buckets.c.name == sa.bindparam("bucket"),
             buckets.c.status == State.READY,
-            objects.c.key == key,
+            objects.c.key == sa.bindparam("key"),
             objects.c.status == State.READY,
         )
         .order_by(copy.c.region)
     )
 
 
+# The listed version of :bucket/:key joined with its copies, one row per copy. Built once:
+# it is behind every proxy GET and HEAD that misses its record cache.
+OBJECT_QUERY = _object_query()
+
+
 def object_from_copy_rows(rows: Sequence[sa.Row[Any]], bucket: str) -> ObjectInfo:
-    """The ObjectInfo of `object_query`'s rows (at least one)."""
+    """The ObjectInfo of OBJECT_QUERY's rows (at least one)."""
     copies = [
         Locator(
             id=r.copy_id,
@@ -113,7 +117,7 @@ async def get_object(session: AsyncSession, *, bucket: str, key: str) -> ObjectI
 
     One query on a hit: this lookup is on the path of every GET and HEAD.
     """
-    rows = (await session.execute(object_query(bucket, key))).all()
+    rows = (await session.execute(OBJECT_QUERY, {"bucket": bucket, "key": key})).all()
     if not rows:
         await get_bucket(session, bucket)  # NoSuchBucket if that is what is missing
         raise _no_such_key(key)
