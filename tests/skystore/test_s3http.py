@@ -29,6 +29,13 @@ def edge(s3_regions: dict[str, S3Endpoint]) -> S3Endpoint:
 
 
 @pytest.fixture
+async def http(edge: S3Endpoint) -> AsyncIterator[S3Http]:
+    client = S3Http(edge)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def stored(edge: S3Endpoint, physical: Callable[[str], Any]) -> tuple[str, bytes]:
     """(a bucket, the 300 KiB object stored under "k" in it) in the edge region."""
     bucket = f"s3http-{uuid.uuid4().hex[:12]}"
@@ -56,53 +63,37 @@ async def answering(response: bytes) -> AsyncIterator[S3Endpoint]:
 
 
 async def test_a_get_returns_the_headers_and_the_body_in_pieces(
-    edge: S3Endpoint, stored: tuple[str, bytes]
+    http: S3Http, stored: tuple[str, bytes]
 ) -> None:
     bucket, body = stored
-    http = S3Http(edge)
-    try:
-        headers, chunks = await http.get(bucket, "k")
-        assert headers["Content-Length"] == headers["content-length"] == str(len(body))
-        assert b"".join([chunk async for chunk in chunks]) == body
-    finally:
-        await http.aclose()
+    headers, chunks = await http.get(bucket, "k")
+    assert headers["Content-Length"] == headers["content-length"] == str(len(body))
+    assert b"".join([chunk async for chunk in chunks]) == body
 
 
-async def test_a_range_get_returns_that_range(edge: S3Endpoint, stored: tuple[str, bytes]) -> None:
+async def test_a_range_get_returns_that_range(http: S3Http, stored: tuple[str, bytes]) -> None:
     bucket, body = stored
-    http = S3Http(edge)
-    try:
-        headers, chunks = await http.get(bucket, "k", range_header="bytes=10-19")
-        assert headers["content-range"] == f"bytes 10-19/{len(body)}"
-        assert b"".join([chunk async for chunk in chunks]) == body[10:20]
-    finally:
-        await http.aclose()
+    headers, chunks = await http.get(bucket, "k", range_header="bytes=10-19")
+    assert headers["content-range"] == f"bytes 10-19/{len(body)}"
+    assert b"".join([chunk async for chunk in chunks]) == body[10:20]
 
 
 async def test_a_body_abandoned_midway_does_not_hold_up_the_next_get(
-    edge: S3Endpoint, stored: tuple[str, bytes]
+    http: S3Http, stored: tuple[str, bytes]
 ) -> None:
     bucket, body = stored
-    http = S3Http(edge)
-    try:
-        _, chunks = await http.get(bucket, "k")
-        assert await anext(aiter(chunks))
-        await chunks.aclose()  # type: ignore[attr-defined]
-        _, again = await http.get(bucket, "k")
-        assert b"".join([chunk async for chunk in again]) == body
-    finally:
-        await http.aclose()
+    _, chunks = await http.get(bucket, "k")
+    assert await anext(aiter(chunks))
+    await chunks.aclose()  # type: ignore[attr-defined]
+    _, again = await http.get(bucket, "k")
+    assert b"".join([chunk async for chunk in again]) == body
 
 
-async def test_a_missing_key_is_no_such_key(edge: S3Endpoint, stored: tuple[str, bytes]) -> None:
+async def test_a_missing_key_is_no_such_key(http: S3Http, stored: tuple[str, bytes]) -> None:
     bucket, _ = stored
-    http = S3Http(edge)
-    try:
-        with pytest.raises(NotFound) as missing:
-            await http.get(bucket, "absent")
-        assert missing.value.code == "NoSuchKey"
-    finally:
-        await http.aclose()
+    with pytest.raises(NotFound) as missing:
+        await http.get(bucket, "absent")
+    assert missing.value.code == "NoSuchKey"
 
 
 async def test_a_server_error_of_the_store_is_an_upstream_error() -> None:
