@@ -21,6 +21,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
 from servicekit.upstream_connection import Connection
 from servicekit.upstream_response import UpstreamResponse, UpstreamUnreachable
@@ -64,6 +65,32 @@ class ConnectionPool:
         self._open: set[Connection] = set()
         self._connecting = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+
+    @classmethod
+    def for_url(
+        cls,
+        url: str,
+        *,
+        limit: int,
+        keepalive: float = 30.0,
+        connect_timeout: float = 5.0,
+        timeout: float,
+    ) -> ConnectionPool:
+        """A pool to the host of `url` (http, or https checked against the system's CAs),
+        named after it; `timeout` bounds each read and each write."""
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        return cls(
+            url,
+            parts.hostname or "",
+            parts.port or (443 if tls else 80),
+            tls=ssl.create_default_context() if tls else None,
+            limit=limit,
+            keepalive=keepalive,
+            connect_timeout=connect_timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
+        )
 
     async def request(
         self,

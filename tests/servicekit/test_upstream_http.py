@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -376,3 +377,17 @@ async def test_a_large_body_read_slowly_holds_the_upstream_back() -> None:
     # the rest stays in the sockets' buffers and the upstream's unsent data.
     assert largest <= 1024 * 1024
     assert ahead < size // 2
+
+
+def test_a_pool_for_a_url_takes_its_host_port_and_scheme() -> None:
+    plain = ConnectionPool.for_url("http://127.0.0.1:8102/base", limit=3, timeout=2.0)
+    assert (plain.host, plain.port, plain.tls, plain.limit) == ("127.0.0.1", 8102, None, 3)
+    assert (plain.read_timeout, plain.write_timeout, plain.name) == (
+        2.0,
+        2.0,
+        "http://127.0.0.1:8102/base",
+    )
+    secure = ConnectionPool.for_url("https://locator.example", limit=1, timeout=1.0)
+    assert (secure.host, secure.port) == ("locator.example", 443)
+    assert isinstance(secure.tls, ssl.SSLContext)
+    assert secure.tls.verify_mode == ssl.CERT_REQUIRED

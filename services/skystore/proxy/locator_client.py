@@ -5,11 +5,9 @@ from __future__ import annotations
 import functools
 import json
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
 from pydantic import BaseModel, TypeAdapter
-from yarl import URL
 
 from servicekit.errors import (
     BadRequest,
@@ -20,6 +18,8 @@ from servicekit.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from servicekit.upstream_http import ConnectionPool
+from servicekit.upstream_response import UpstreamFailure, UpstreamTimeout, UpstreamUnreachable
 from services.skystore.leases_wire import LEASE_HEADER, Lease
 from services.skystore.schemas import (
     AccessKey,
@@ -39,6 +39,7 @@ from services.skystore.schemas import (
 __all__ = ["LocatorClient"]
 
 M = TypeVar("M")
+MAX_ANSWER = 64 * 1024 * 1024  # the largest answer read (a listing page is far smaller)
 _BY_STATUS: dict[int, type[ExtractError]] = {
     400: BadRequest,
     403: Forbidden,
@@ -51,6 +52,10 @@ _BY_STATUS: dict[int, type[ExtractError]] = {
 def _adapter(into: Any) -> TypeAdapter[Any]:
     # Building an adapter costs more than the validation it does: one per answer type.
     return TypeAdapter(into)
+
+
+def _json_bytes(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _error(status: int, content: bytes) -> ExtractError:
@@ -72,29 +77,29 @@ def _error(status: int, content: bytes) -> ExtractError:
 
 
 class LocatorClient:
-    """Pooled keep-alive connections to the locator. aiohttp rather than httpx: this call is
-    inside every S3 request, and aiohttp's client costs ~0.6 ms less per request here."""
+    """Pooled keep-alive connections to the locator, on servicekit's HTTP/1.1 client: this call
+    is inside every S3 request that misses the proxy's caches, and that client costs less CPU
+    per request than aiohttp's or httpx's."""
+
+    _LEASE = LEASE_HEADER.lower().encode()
+    _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
         self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._prefix = urlsplit(self._base).path
+        self._headers = [(b"authorization", f"Bearer {token}".encode())]
+        self._timeout = timeout
+        self._pool: ConnectionPool | None = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        # Made on first use: an aiohttp session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=100),
-                raise_for_status=False,
-            )
-        return self._session
+    def _http(self) -> ConnectionPool:
+        # Made on first use: its connections belong to the running event loop.
+        if self._pool is None:
+            self._pool = ConnectionPool.for_url(self._base, limit=100, timeout=self._timeout)
+        return self._pool
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def _exchange(
         self,
@@ -105,20 +110,34 @@ class LocatorClient:
         params: dict[str, Any] | None = None,
     ) -> tuple[bytes, Lease | None]:
         """(the answer's body, the lease it grants); errors raised as servicekit errors."""
-        payload = json.model_dump(mode="json") if isinstance(json, BaseModel) else json
-        # The path is escaped already (see _path): yarl must not unquote and normalise it.
-        url = URL(self._base + path, encoded=True)
+        target = self._prefix + path  # escaped already (see _path), sent as it is
         if params:
-            url = url.update_query({k: str(v) for k, v in params.items()})
-        try:
-            async with self._http().request(method, url, json=payload) as response:
-                status, content = response.status, await response.read()
-                lease = Lease.from_header(response.headers.get(LEASE_HEADER))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
-        if status >= 400:
-            raise _error(status, content)
-        return content, lease
+            target += "?" + urlencode({k: str(v) for k, v in params.items()})
+        headers, body = self._headers, None
+        if json is not None:
+            body = (
+                json.model_dump_json().encode()
+                if isinstance(json, BaseModel)
+                else _json_bytes(json)
+            )
+            headers = [*headers, (b"content-type", b"application/json")]
+        for attempt in (1, 2):
+            try:
+                response = await self._http().request(method, target, headers, body)
+                content = await response.read(MAX_ANSWER)
+                break
+            except UpstreamFailure as exc:
+                # A keep-alive connection the locator closed meanwhile fails a request that
+                # may have reached it: asked again only when that cannot do harm.
+                retry = isinstance(exc, UpstreamUnreachable) or (
+                    method in self._IDEMPOTENT and not isinstance(exc, UpstreamTimeout)
+                )
+                if attempt == 2 or not retry:
+                    raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
+        if response.status >= 400:
+            raise _error(response.status, content)
+        lease = next((v for n, v in response.raw_headers if n.lower() == self._LEASE), None)
+        return content, Lease.from_header(lease.decode("latin-1") if lease else None)
 
     async def _call(
         self,

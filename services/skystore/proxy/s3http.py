@@ -6,7 +6,6 @@ goes through the region's aiobotocore client."""
 from __future__ import annotations
 
 import http.client
-import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -96,18 +95,12 @@ class S3Http:
     def _gets(self) -> ConnectionPool:
         # Made on first use: its connections belong to the running event loop.
         if self._get_pool is None:
-            parts = urlsplit(self._endpoint.url)
-            tls = parts.scheme == "https"
-            self._get_pool = ConnectionPool(
-                f"S3 at {self._endpoint.url}",
-                parts.hostname or "",
-                parts.port or (443 if tls else 80),
-                tls=ssl.create_default_context() if tls else None,
+            self._get_pool = ConnectionPool.for_url(
+                self._endpoint.url,
                 limit=GET_CONNECTIONS,
                 keepalive=GET_KEEPALIVE,
                 connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=self._timeout_seconds,
-                write_timeout=self._timeout_seconds,
+                timeout=self._timeout_seconds,
             )
         return self._get_pool
 

@@ -279,16 +279,12 @@ class SeaweedReader:
     def _pool(self, server: str) -> ConnectionPool:
         pool = self._pools.get(server)
         if pool is None:
-            host, _, port = server.rpartition(":")
-            pool = self._pools[server] = ConnectionPool(
-                f"seaweedfs {server}",
-                host,
-                int(port),
+            pool = self._pools[server] = ConnectionPool.for_url(
+                f"http://{server}",
                 limit=POOL_LIMIT,
                 keepalive=KEEPALIVE_SECONDS,
                 connect_timeout=CONNECT_SECONDS,
-                read_timeout=self._timeout,
-                write_timeout=self._timeout,
+                timeout=self._timeout,
             )
         return pool
 
