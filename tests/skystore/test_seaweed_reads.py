@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -88,6 +89,26 @@ def test_small_objects_are_read_whole_and_stay_right_after_an_overwrite(seaweed_
     with pytest.raises(ClientError) as caught:
         s3.get_object(Bucket=bucket, Key="small")
     assert caught.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_concurrent_reads_each_get_their_own_bytes(seaweed_stack) -> None:  # type: ignore[no-untyped-def]
+    stack, _ = seaweed_stack
+    bucket = _bucket(stack)
+    s3 = stack.client(max_pool_connections=16)
+    bodies = {f"obj{n}": os.urandom(CHUNK + n * MiB + n) for n in range(4)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    reads = [(key, first) for key in bodies for first in (0, CHUNK - 5, 17, 3 * 1024)]
+
+    def read(job: tuple[str, int]) -> bool:
+        key, first = job
+        body = bodies[key]
+        last = len(body) - 1 if first == 0 else min(first + MiB + 9, len(body) - 1)
+        got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")["Body"]
+        return got.read() == body[first : last + 1]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(read, reads * 2))
 
 
 def test_multipart_objects_and_remote_reads_come_whole(seaweed_stack) -> None:  # type: ignore[no-untyped-def]
