@@ -117,6 +117,29 @@ def test_a_silent_lease_holder_is_waited_out(run_skystore, nats_server, tmp_path
         assert cloud.get_object(Bucket=bucket, Key="k")["Body"].read() == b"new"
 
 
+def test_a_key_read_often_stays_cached_past_its_lease(
+    run_skystore, nats_server, tmp_path: Path
+) -> None:
+    lease = 2.0
+    with run_skystore(
+        tmp_path, nats_url=nats_server.url, EXTRACT_SKYSTORE_LEASE_SECONDS=str(lease)
+    ) as running:
+        edge, url = running.client(EDGE), running.proxies[EDGE].url
+        bucket = _bucket(edge)
+        edge.put_object(Bucket=bucket, Key="k", Body=b"x")
+        _until(lambda: edge.head_object(Bucket=bucket, Key="k") and _records(url)["cache"] > 0)
+        before, reads = _records(url), 0
+        until = time.monotonic() + 3 * lease
+        while time.monotonic() < until:  # three leases long, a read every 0.1 s
+            edge.head_object(Bucket=bucket, Key="k")
+            reads += 1
+            time.sleep(0.1)
+        after = _records(url)
+        # Renewed in the background each time: no read waited on the locator.
+        assert after["locator"] == before["locator"]
+        assert after["cache"] - before["cache"] == reads
+
+
 def _info(bucket: str, key: str, etag: str) -> ObjectInfo:
     return ObjectInfo.model_validate(
         {
@@ -151,6 +174,25 @@ def test_the_cache_refuses_records_leased_before_a_revocation_it_has_seen() -> N
     assert cache.get("b", "k") is not None
     now[0] = 109.0  # the lease counts from when it was asked for, not from when it arrived
     assert cache.get("b", "k") is None
+
+
+def test_a_record_is_due_for_renewal_once_per_lease_past_two_thirds() -> None:
+    now = [0.0]
+    cache = ObjectCache("h", 2, clock=lambda: now[0])
+    cache.listening = True
+    cache.keep(_info("b", "k", "e"), Lease(9, 1), asked_at=0.0)
+    now[0] = 5.9
+    assert not cache.due("b", "k")
+    now[0] = 6.0
+    assert cache.due("b", "k")
+    assert not cache.due("b", "k")  # asked for once; the answer sets the next time
+    assert cache.get("b", "k") is not None
+    cache.keep(_info("b", "k", "e"), Lease(9, 2), asked_at=6.0)
+    now[0] = 11.9
+    assert not cache.due("b", "k")
+    now[0] = 12.0
+    assert cache.due("b", "k")
+    assert not cache.due("b", "other")
 
 
 def test_the_cache_keeps_nothing_while_deaf_and_stays_within_capacity() -> None:

@@ -137,22 +137,24 @@ class Leases:
             await asyncio.sleep(delay)
 
     def _covered(self) -> bool:
-        # A lease may only end before the stored horizon; extending it is a write, so it runs in
-        # the background and lookups meanwhile go without a lease.
-        if self._wall() + self.seconds < self._covered_until:
-            return True
-        if self._extending is None or self._extending.done():
+        # A lease may only end before the stored horizon. Extending it is a write, so it runs in
+        # the background, started while half a lease of cover is still left: a lookup goes
+        # without a lease only when that write takes longer (or none was stored yet).
+        now = self._wall()
+        if now + 1.5 * self.seconds >= self._covered_until and (
+            self._extending is None or self._extending.done()
+        ):
             self._extending = asyncio.create_task(self._extend())
-        return False
+        return now + self.seconds < self._covered_until
 
     async def _extend(self) -> None:
-        until = self._wall() + self.seconds * 1.5 + 1.0
+        until = self._wall() + self.seconds * 2 + 1.0
         try:
             await self._horizon.store(until)
         except Exception:
             log.exception("could not store the lease horizon; no leases until it is")
             return
-        self._covered_until = until
+        self._covered_until = max(self._covered_until, until)
 
     def _sweep(self) -> None:
         now = self._clock()

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
@@ -76,22 +77,38 @@ class Proxy:
         return cached[1]
 
     async def object(self, bucket: str, key: str, *, cached: bool = True) -> ObjectInfo:
-        """The object's record: from the cache under a live lease when `cached`, else (and
-        then kept, when the locator grants a lease) from the locator."""
+        """The object's record: from the cache under a live lease when `cached` (asked for
+        again in the background once due), else (and then kept, when the locator grants a
+        lease) from the locator."""
         if cached and (info := self.cache.get(bucket, key)) is not None:
             self.records_served.labels(source="cache").inc()
+            if self.cache.due(bucket, key):
+                self._in_background(self._renew(bucket, key))
             return info
+        info = await self._look_up(bucket, key)
+        self.records_served.labels(source="locator").inc()
+        return info
+
+    async def _look_up(self, bucket: str, key: str) -> ObjectInfo:
         asked_at = self.cache.clock()
         info, lease = await self.locator.object(bucket, key, holder=self.cache.asking)
-        self.records_served.labels(source="locator").inc()
         self.cache.keep(info, lease, asked_at)
         return info
 
-    def note_read(self, copy: Locator) -> None:
-        """Restart the copy's TTL, off the request's path: a lost touch only evicts earlier."""
-        task = asyncio.create_task(self._touch(copy.id))
+    async def _renew(self, bucket: str, key: str) -> None:
+        try:
+            await self._look_up(bucket, key)
+        except ExtractError as exc:  # gone meanwhile, or the locator is down: it lapses
+            log.info("could not renew the record of %s/%s: %s", bucket, key, exc)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def note_read(self, copy: Locator) -> None:
+        """Restart the copy's TTL, off the request's path: a lost touch only evicts earlier."""
+        self._in_background(self._touch(copy.id))
 
     async def _touch(self, locator_id: int) -> None:
         try:

@@ -1,8 +1,11 @@
 """Object records held under the locator's read leases (see locator/leases.py), so a HEAD or GET
-of a recently read or written key needs no locator round trip."""
+of a recently read or written key needs no locator round trip. A record read past two thirds of
+its lease is due to be asked for again (`due`), in the background: a key read often never
+lapses."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -12,6 +15,7 @@ from services.skystore.schemas import ObjectInfo
 __all__ = ["ObjectCache"]
 
 Key = tuple[str, str]
+RENEW_AT = 2 / 3  # of a lease, when a record still read is asked for again
 
 
 class ObjectCache:
@@ -21,7 +25,7 @@ class ObjectCache:
         self.holder = holder
         self.clock = clock
         self._capacity = capacity
-        self._records: dict[Key, tuple[float, ObjectInfo]] = {}  # lease end, record
+        self._records: dict[Key, tuple[float, float, ObjectInfo]] = {}  # lease end, due, record
         self._revoked: dict[Key, tuple[int, float]] = {}  # newest revocation's seq, kept until
         self._longest = 0.0  # the longest lease granted: how long a lookup can be in flight
         self._next_sweep = 0.0
@@ -40,7 +44,16 @@ class ObjectCache:
         if entry[0] <= self.clock():
             del self._records[(bucket, key)]
             return None
-        return entry[1]
+        return entry[2]
+
+    def due(self, bucket: str, key: str) -> bool:
+        """Whether the record held for bucket/key should be asked for again now; true once per
+        lease, past RENEW_AT of it."""
+        entry = self._records.get((bucket, key))
+        if entry is None or entry[1] > self.clock():
+            return False
+        self._records[(bucket, key)] = (entry[0], math.inf, entry[2])
+        return True
 
     def keep(self, info: ObjectInfo, lease: Lease | None, asked_at: float) -> None:
         """Hold `info` until its lease, counted from `asked_at` (before the lookup was sent),
@@ -57,7 +70,7 @@ class ObjectCache:
             return
         if key not in self._records and len(self._records) >= self._capacity:
             del self._records[next(iter(self._records))]  # the oldest entry
-        self._records[key] = (ends, info)
+        self._records[key] = (ends, asked_at + lease.seconds * RENEW_AT, info)
 
     def revoke(self, revocation: Revocation) -> None:
         key = (revocation.bucket, revocation.key)
