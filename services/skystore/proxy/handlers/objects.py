@@ -274,13 +274,13 @@ async def _send(
         status, length = 206, chosen[1] - chosen[0] + 1
         headers["Content-Range"] = f"bytes {chosen[0]}-{chosen[1]}/{size}"
     headers["Content-Length"] = str(length)
+    span = chosen or (0, size - 1)
     if client is not None and proxy.relays(copy, length):
-        span = chosen or (0, size - 1)
         return await _relayed(proxy, copy, span, range_header, client, status, headers, info)
     if length <= BUFFERED_GET:
         # Small bodies are read whole and sent at once: a streamed response costs a task
         # group and more writes, milliseconds that a 4 KiB GET cannot afford.
-        body = await _read_whole(proxy, copy, chosen or (0, size - 1), range_header, info)
+        body = await _read_whole(proxy, copy, span, range_header, info)
         return Response(body, status, headers=headers, media_type=info.content_type)
     _, chunks = await proxy.open_copy(copy, range_header=range_header)
     chunks = proxy.count_read(chunks, copy.region)
