@@ -12,10 +12,11 @@ Targets (issue 5): large-object throughput >= 0.85x direct, +p50 on 4 KiB GET <=
 HEAD p50 <= 2 ms.
 
 The proxies run as the local stack runs them: with NATS, so they answer HEAD and GET from object
-records held under the locator's read leases, and reading GETs of 1 MiB and more from the
-SeaweedFS volume servers (services/skystore/proxy/seaweed_reads.py). A third proxy of the edge
-region without NATS (every HEAD and GET asks the locator) shows what the cache saves, and a
-fourth reading through the region's S3 API what the volume reads save, in the same run. HEAD and a
+records held under the locator's read leases, reading GETs from the SeaweedFS volume servers
+(services/skystore/proxy/seaweed_reads.py) and writing PUTs of 1 MiB and more through its filer
+(seaweed_writes.py). A third proxy of the edge region without NATS (every HEAD and GET asks the
+locator) shows what the cache saves, and a fourth reading and writing through the region's S3
+API what the volume reads and filer writes save, in the same run. HEAD and a
 1-byte GET are also timed with a bare client (http.client, signed by servicekit.sigv4) on both
 paths: botocore's own per-request work is most of a boto3 HEAD here, and the same for both.
 GETs of 1 MiB and 64 MiB are timed with that bare client too, reading into one reused buffer:
@@ -272,9 +273,9 @@ class _Clients:
 
 
 def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> list[list[Result]]:
-    """PUT and GET of `size`-byte objects on each path, each group's paths side by side; GET
-    through the region's S3 API too (the proxy reads its volume servers otherwise); for 1 MiB
-    and more with the bare client.
+    """PUT and GET of `size`-byte objects on each path, each group's paths side by side; both
+    through the region's S3 API too (the proxy reads its volume servers and writes through its
+    filer otherwise); GETs of 1 MiB and more with the bare client too.
 
     Small GETs read a working set of HOT_KEYS keys over and over, as HEAD does: the proxy
     answers them from records held under read leases and chunk lists it has seen. Then the
@@ -285,6 +286,8 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
     c.direct.create_bucket(Bucket=bucket_direct)
     c.proxy.create_bucket(Bucket=bucket_proxy)
+    bucket_s3 = f"s-{uuid.uuid4().hex[:8]}"
+    c.proxy.create_bucket(Bucket=bucket_s3)
     label = f"{size // MiB} MiB" if size >= MiB else f"{size // KiB} KiB"
 
     def put(client: Any, bucket: str) -> Callable[[int], Any]:
@@ -312,6 +315,7 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
             [
                 _Path(f"direct PUT {label}", put(c.direct, bucket_direct)),
                 _Path(f"proxy  PUT {label}", put(c.proxy, bucket_proxy), proxy_pid),
+                _Path(f"proxy  PUT {label}, through S3 API", put(c.through_s3, bucket_s3)),
             ],
             count,
             size,

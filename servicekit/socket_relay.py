@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import http.client
 import logging
 import os
 import select
@@ -37,6 +38,7 @@ __all__ = [
     "SocketBody",
     "in_relay_thread",
     "pump",
+    "put_from_socket",
     "relay",
 ]
 
@@ -279,6 +281,41 @@ def pump(
             raise RelayError(f"the client closed with {left} of {count} bytes to go")
         sink(buffer[:got])
         left -= got
+
+
+def put_from_socket(
+    connection: http.client.HTTPConnection,
+    path: str,
+    headers: Mapping[str, str],
+    body: tuple[bytes, int | None, int],
+    digest: Callable[[memoryview], None],
+    *,
+    stall_timeout: float,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """PUT a request body at `path` in one request on `connection` (a fresh one: a stale kept
+    one would fail after the body was taken), then close it: `body` is (the bytes already
+    read, the client's socket or None, the body's length); each piece goes to `digest` before
+    it is sent. Blocking (run it in_relay_thread); (status, headers, answer).
+    RelayError when the client's body ends early or stalls for `stall_timeout` seconds; OSError
+    or HTTPException when the upstream fails."""
+    first, source, length = body
+
+    def send(piece: memoryview) -> None:
+        digest(piece)
+        connection.send(piece)
+
+    try:
+        connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        send(memoryview(first))
+        if source is not None:
+            pump(source, length - len(first), send, timeout=stall_timeout)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
 
 
 async def in_relay_thread(function: Callable[..., T], *args: Any) -> T:

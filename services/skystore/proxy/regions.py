@@ -14,6 +14,7 @@ from services.skystore.credentials import endpoint_of
 from services.skystore.proxy.locator_client import LocatorClient
 from services.skystore.proxy.s3http import S3Http
 from services.skystore.proxy.seaweed_reads import SeaweedReader
+from services.skystore.proxy.seaweed_writes import SeaweedWriter
 from services.skystore.schemas import Link, Region
 from services.skystore.settings import SeaweedAccess
 
@@ -23,7 +24,8 @@ __all__ = ["Regions"]
 class Regions:
     """`async with Regions(locator, local) as regions:` then `regions.client(name)` (aiobotocore)
     or `regions.http(name)` (the object data path); `regions.seaweed(name)` reads the volume
-    servers of the SeaweedFS regions in `seaweedfs` (seaweed_reads.py)."""
+    servers of the SeaweedFS regions in `seaweedfs` (seaweed_reads.py), and
+    `regions.seaweed_writer(name)` writes through their filers (seaweed_writes.py)."""
 
     def __init__(
         self,
@@ -37,6 +39,10 @@ class Regions:
         self._locator = locator
         self._seaweed = {
             name: SeaweedReader(name, access, timeout=timeout)
+            for name, access in (seaweedfs or {}).items()
+        }
+        self._seaweed_writers = {
+            name: SeaweedWriter(access, self._seaweed[name], timeout=timeout)
             for name, access in (seaweedfs or {}).items()
         }
         self._stack = AsyncExitStack()
@@ -84,6 +90,9 @@ class Regions:
 
     def seaweed(self, name: str) -> SeaweedReader | None:
         return self._seaweed.get(name)
+
+    def seaweed_writer(self, name: str) -> SeaweedWriter | None:
+        return self._seaweed_writers.get(name)
 
     def distance(self, src: str, dst: str) -> tuple[float, float]:
         """(latency ms, egress $/GB) of reading from `src` into `dst`; unknown links last."""

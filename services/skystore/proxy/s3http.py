@@ -9,6 +9,7 @@ import http.client
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -18,7 +19,7 @@ from servicekit.errors import BadRequest, ExtractError, ServiceUnavailable
 from servicekit.infra.seaweed import S3Endpoint
 from servicekit.s3 import translate_s3_error
 from servicekit.sigv4 import UNSIGNED_PAYLOAD, sign_request
-from servicekit.socket_relay import RelayError, in_relay_thread, pump, relay
+from servicekit.socket_relay import RelayError, in_relay_thread, put_from_socket, relay
 from servicekit.upstream_http import ConnectionPool
 from servicekit.upstream_response import UpstreamFailure
 
@@ -257,59 +258,29 @@ class S3Http:
             )
         path = _path(bucket, key)
         signed = self._signed("PUT", path, {"content-length": str(length)})
+        parts = urlsplit(self._endpoint.url)
+        connection = http.client.HTTPConnection(
+            parts.hostname or "", parts.port, timeout=self._timeout_seconds
+        )
         try:
-            return await in_relay_thread(
-                self._put_from_socket,
-                (bucket, key),
-                signed,
-                first,
-                source,
-                length,
-                digest,
-                stall_timeout,
+            status, headers, answer = await in_relay_thread(
+                partial(
+                    put_from_socket,
+                    connection,
+                    path,
+                    signed,
+                    (first, source, length),
+                    digest,
+                    stall_timeout=stall_timeout,
+                )
             )
         except RelayError as exc:
             raise BadRequest(f"the body did not arrive: {exc}", code="IncompleteBody") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc, bucket, key) from exc
-
-    def _put_from_socket(
-        self,
-        where: tuple[str, str],
-        headers: dict[str, str],
-        first: bytes,
-        source: int | None,
-        length: int,
-        digest: Callable[[memoryview], None],
-        timeout: float,
-    ) -> str:
-        bucket, key = where
-        parts = urlsplit(self._endpoint.url)
-        connection = http.client.HTTPConnection(
-            parts.hostname or "", parts.port, timeout=self._timeout_seconds
-        )
-
-        def send(piece: memoryview) -> None:
-            digest(piece)
-            connection.send(piece)
-
-        try:
-            connection.putrequest(
-                "PUT", _path(bucket, key), skip_host=True, skip_accept_encoding=True
-            )
-            for name, value in headers.items():
-                connection.putheader(name, value)
-            connection.endheaders()
-            send(memoryview(first))
-            if source is not None:
-                pump(source, length - len(first), send, timeout=timeout)
-            response = connection.getresponse()
-            answer = response.read()
-            if response.status >= 300:
-                raise _error(response.status, answer, bucket=bucket, key=key)
-            return response.headers.get("etag", "").strip('"')
-        finally:
-            connection.close()
+        if status >= 300:
+            raise _error(status, answer, bucket=bucket, key=key)
+        return headers.get("etag", "").strip('"')
 
     async def put(
         self, bucket: str, key: str, content: bytes | AsyncIterator[bytes], *, length: int

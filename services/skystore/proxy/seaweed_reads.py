@@ -210,7 +210,7 @@ class SeaweedReader:
     async def _locate(
         self, bucket: str, key: str, first: int, last: int, size: int
     ) -> list[tuple[str, ChunkSpan]]:
-        entry = await self._entry(bucket, key)
+        entry = await self.entry(bucket, key)
         try:
             spans = chunk_spans(entry, size, first, last)
         except NotReadable:
@@ -223,8 +223,9 @@ class SeaweedReader:
         for _, span in located:
             self._volumes.pop(span.volume, None)
 
-    async def _entry(self, bucket: str, key: str) -> dict[str, Any]:
-        entry = self._entries.get((bucket, key))
+    async def entry(self, bucket: str, key: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The filer's entry of a physical object, kept; `fresh`: asked for even if kept."""
+        entry = None if fresh else self._entries.get((bucket, key))
         if entry is not None:
             return entry
         path = f"{self._access.buckets_folder.rstrip('/')}/{bucket}/{key}"

@@ -29,6 +29,7 @@ from services.skystore.proxy.conditions import check_preconditions, http_date, p
 from services.skystore.proxy.context import Proxy
 from services.skystore.proxy.s3api import S3Request
 from services.skystore.proxy.seaweed_reads import NotReadable
+from services.skystore.proxy.seaweed_writes import NotWritable
 from services.skystore.proxy.upload import write_stream
 from services.skystore.proxy.xml import iso, parse_delete, xml_response
 from services.skystore.schemas import Bucket, Locator, ObjectInfo, UploadComplete, UploadStart
@@ -96,7 +97,6 @@ async def _store(
     client = ClientConnection.in_scope(request.scope)
     length = payload.declared if payload.in_one_request else None
     if length is not None and client and payload.plain and proxy.relays(primary, length):
-        proxy.bodies.labels(op="put", path="relay").inc()
         etag = await _store_from_socket(proxy, primary, payload, length, client, request)
     elif length is not None:
         proxy.bodies.labels(op="put", path="stream").inc()
@@ -129,6 +129,25 @@ async def _store_from_socket(
     except RelayError as exc:
         raise BadRequest(str(exc), code="IncompleteBody") from exc
     try:
+        # Through the filer where the proxy may reach it (seaweed_writes.py), else the S3 API.
+        writer = proxy.regions.seaweed_writer(primary.region)
+        filer = None
+        if writer is not None:
+            try:
+                filer = await writer.connect()
+            except NotWritable as exc:
+                log.warning("writing through the S3 API: %s", exc)
+        proxy.bodies.labels(op="put", path="relay" if filer is None else "native").inc()
+        timeout = proxy.settings.relay_timeout
+        if writer is not None and filer is not None:
+            return await writer.put_from_socket(
+                filer,
+                primary.physical_bucket,
+                primary.physical_key,
+                (first, source, length),
+                payload.digest,
+                stall_timeout=timeout,
+            )
         return await proxy.regions.http(primary.region).put_from_socket(
             primary.physical_bucket,
             primary.physical_key,
@@ -136,7 +155,7 @@ async def _store_from_socket(
             source,
             length,
             payload.digest,
-            stall_timeout=proxy.settings.relay_timeout,
+            stall_timeout=timeout,
         )
     finally:
         if source is not None:
