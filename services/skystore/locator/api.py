@@ -58,7 +58,8 @@ class Removed(BaseModel):
     locator_ids: list[int] = Field(max_length=10_000)
 
 
-def _authorised(request: Request) -> None:
+async def _authorised(request: Request) -> None:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request.
     expected: str = request.app.state.internal_token
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
