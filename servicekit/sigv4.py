@@ -48,6 +48,7 @@ STREAMING_PAYLOADS = frozenset(
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE_FORM = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SPACES = re.compile(r"\s+")
 _MAX_CHUNK_LINE = 4096
@@ -91,7 +92,17 @@ class SignedRequest:
 
     @property
     def timestamp(self) -> datetime:
-        return datetime.strptime(self.amz_date, _AMZ_DATE).replace(tzinfo=UTC)
+        return _parse_amz_date(self.amz_date)
+
+
+def _parse_amz_date(value: str) -> datetime:
+    """YYYYMMDDTHHMMSSZ as an aware datetime, else ValueError (strptime costs ~10x more, on
+    every signed request)."""
+    match = _AMZ_DATE_FORM.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not YYYYMMDDTHHMMSSZ")
+    year, month, day, hour, minute, second = map(int, match.groups())
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def _malformed(message: str, *, query: bool = False) -> BadRequest:
@@ -101,7 +112,7 @@ def _malformed(message: str, *, query: bool = False) -> BadRequest:
 
 def _check_amz_date(value: str, *, query: bool) -> str:
     try:
-        datetime.strptime(value, _AMZ_DATE)
+        _parse_amz_date(value)
     except ValueError:
         raise _malformed(f"X-Amz-Date {value!r} is not YYYYMMDDTHHMMSSZ", query=query) from None
     return value

@@ -114,6 +114,25 @@ def test_sigv2_is_refused_as_malformed() -> None:
     assert malformed.value.code == "AuthorizationHeaderMalformed"
 
 
+@pytest.mark.parametrize(
+    "amz_date", ["20261322T080000Z", "2026112T080000Z", "20261122T080000", "20261122 080000Z"]
+)
+def test_a_malformed_amz_date_is_refused(amz_date: str) -> None:
+    _, headers = _signed("http://s3.local/bucket/key")
+    headers = [(k, amz_date if k == "x-amz-date" else v) for k, v in headers]
+    with pytest.raises(BadRequest) as malformed:
+        parse_signature(dict(headers), {})
+    assert malformed.value.code == "AuthorizationHeaderMalformed"
+    assert "YYYYMMDDTHHMMSSZ" in malformed.value.message
+
+
+def test_the_signature_time_is_read_from_x_amz_date() -> None:
+    _, headers = _signed("http://s3.local/bucket/key")
+    signed = parse_signature(dict(headers), {})
+    assert signed is not None
+    assert signed.timestamp == NOW
+
+
 def _chunked(
     payload_chunks: list[bytes], key: bytes, seed: str, amz_date: str, scope: str
 ) -> bytes:
