@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.cloudevents import CloudEvent
 from servicekit.inbox import consume_once, inbox_events
+from servicekit.outbox import outbox_events
 from services.skystore.locator import buckets, reaper, replicas, versions, writes
 from services.skystore.locator.collector import INBOX_KEEP, Collector
 from services.skystore.locator.push import CREATED, PushWorker
@@ -88,6 +89,22 @@ async def test_other_policies_and_replaced_generations_plan_nothing(worker, sess
     assert await _copies(sessions, "pushed") == {(EDGE, "ready")}
     await worker.on_created(_event("pushed", second))
     assert await _copies(sessions, "pushed") == {(EDGE, "ready"), (CLOUD, "pending")}
+
+
+async def test_the_created_event_names_the_policy_and_others_are_acked_untouched(
+    worker, sessions
+) -> None:
+    await _put(sessions, "local")
+    async with sessions() as session:
+        created = sa.select(outbox_events.c.payload).where(outbox_events.c.subject == CREATED)
+        (payload,) = (await session.execute(created)).scalars().all()
+    announced = CloudEvent.from_json(payload)
+    assert announced.data["policy"] == "write_local"
+    await worker.on_created(announced)
+    async with sessions() as session:
+        consumed = await session.execute(sa.select(sa.func.count()).select_from(inbox_events))
+    assert consumed.scalar_one() == 0  # no transaction spent on it
+    assert await _copies(sessions, "local") == {(EDGE, "ready")}
 
 
 async def test_an_event_without_its_fields_is_ignored(worker, sessions) -> None:

@@ -72,6 +72,8 @@ class PushWorker:
         except (KeyError, TypeError, ValueError):
             log.error("event %s: %s without bucket, key and generation; ignored", event.id, CREATED)
             return
+        if data.get("policy", PUSH) != PUSH:
+            return  # another bucket's write: no transaction spent on it (older events: looked up)
         async with self._sessions.begin() as session:
             if not await consume_once(session, self._consumer, event.id, clock=self._clock):
                 return

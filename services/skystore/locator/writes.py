@@ -221,9 +221,11 @@ async def complete_upload(
     ).all()
     if not any(c.status == State.READY for c in copies):
         raise InvalidInput(f"none of {written} holds a copy of this upload")
-    bucket = (
-        await session.execute(sa.select(buckets.c.name).where(buckets.c.id == row.bucket_id))
-    ).scalar_one()
+    bucket, placement = (
+        await session.execute(
+            sa.select(buckets.c.name, buckets.c.policy).where(buckets.c.id == row.bucket_id)
+        )
+    ).one()
     info = object_from_row(row, bucket, sorted(map(locator_of, copies), key=_by_region))
     await events.announce(
         session,
@@ -234,6 +236,7 @@ async def complete_upload(
         size=info.size,
         etag=info.etag,
         regions=sorted(written),
+        policy=placement,
     )
     return Committed(object=info, retired=retired)
 
