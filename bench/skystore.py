@@ -1,6 +1,6 @@
 """SkyStore benchmark: the S3 proxy vs direct SeaweedFS access, side by side in one run.
 
-    python -m bench.skystore [--small 300] [--medium 40] [--large 10]
+    python -m bench.skystore [--small 300] [--medium 40] [--large 16]
 
 Starts two SeaweedFS regions, the locator and one proxy per region (real uvicorn processes),
 then measures with the same boto3 client configuration on both paths: PUT and GET of 4 KiB,
@@ -373,7 +373,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.skystore")
     parser.add_argument("--small", type=int, default=300, help="4 KiB operations")
     parser.add_argument("--medium", type=int, default=40, help="1 MiB operations")
-    parser.add_argument("--large", type=int, default=10, help="64 MiB operations")
+    parser.add_argument("--large", type=int, default=16, help="64 MiB operations")
     args = parser.parse_args()
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-skystore-")))
