@@ -49,14 +49,18 @@ async def list_objects(
             lower, inclusive = _after_prefix(marker), True  # a common prefix: skip all under it
     if prefix and prefix > lower:
         lower, inclusive = prefix, True
+    # Keys under the prefix sort before this bound: no row past the prefix is fetched.
+    upper = [objects.c.key < _after_prefix(prefix)] if prefix else []
     last = ""
     while len(contents) + len(common) <= max_keys:
         bound = objects.c.key >= lower if inclusive else objects.c.key > lower
+        # Without a delimiter every row is an entry: one more than the page needs is enough.
+        wanted = _BATCH if delimiter else max_keys - len(contents) - len(common) + 1
         query = (
             sa.select(objects)
-            .where(objects.c.bucket_id == found.id, objects.c.status == State.READY, bound)
+            .where(objects.c.bucket_id == found.id, objects.c.status == State.READY, bound, *upper)
             .order_by(objects.c.key)
-            .limit(_BATCH)
+            .limit(wanted)
         )
         rows = (await session.execute(query)).all()
         if not rows:
@@ -85,7 +89,7 @@ async def list_objects(
             contents.append(object_from_row(row, bucket))
             last = key
         if not jumped:
-            if len(rows) < _BATCH:
+            if len(rows) < wanted:
                 break
             lower, inclusive = rows[-1].key, False
     return ListPage(contents=contents, common_prefixes=common, is_truncated=False, next_marker=None)
