@@ -8,9 +8,9 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 from nats.aio.client import Client
@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.events import connect_nats
+from servicekit.testing.metrics import scraped
 from services.skystore.leases_wire import Lease, Revocation, revocation_subject
 from services.skystore.locator.leases import LeaseHorizon, Leases
 from services.skystore.locator.revoker import NatsRevoker
@@ -27,14 +28,8 @@ from services.skystore.schemas import ObjectInfo
 EDGE, CLOUD = "local:edge", "local:cloud"
 
 
-def _records(proxy_url: str) -> dict[str, float]:
-    """The proxy's skystore_object_records_total, by source."""
-    counts = {"cache": 0.0, "locator": 0.0}
-    for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
-        if line.startswith("skystore_object_records_total{"):
-            source = line.split('source="')[1].split('"')[0]
-            counts[source] = float(line.rsplit(" ", 1)[1])
-    return counts
+def _records(proxy_url: str) -> Counter[str]:
+    return scraped(proxy_url, "skystore_object_records_total", by="source")
 
 
 def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -10,26 +10,21 @@ import os
 import socket
 import struct
 import uuid
+from collections import Counter
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
 from servicekit.infra import wait_until
+from servicekit.testing.metrics import scraped
 from services.skystore.proxy.s3http import S3Http
 
 MiB = 1024 * 1024
 
 
-def _bodies(proxy_url: str, op: str = "get") -> dict[str, float]:
-    """The proxy's skystore_bodies_total of `op`, by path."""
-    counts = {"buffered": 0.0, "stream": 0.0, "relay": 0.0}
-    for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
-        if line.startswith(f'skystore_bodies_total{{op="{op}",'):
-            path = line.split('path="')[1].split('"')[0]
-            counts[path] = float(line.rsplit(" ", 1)[1])
-    return counts
+def _bodies(proxy_url: str, op: str = "get") -> Counter[str]:
+    return scraped(proxy_url, "skystore_bodies_total", by="path", op=op)
 
 
 def _bucket_with(stack, body: bytes) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -110,7 +105,8 @@ def test_with_the_relay_off_large_bodies_stream_through_python(stack) -> None:
     try:
         s3 = stack.client(url=proxy.url)
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
-        assert _bodies(proxy.url) == {"buffered": 0.0, "stream": 1.0, "relay": 0.0}
+        bodies = _bodies(proxy.url)
+        assert (bodies["buffered"], bodies["stream"], bodies["relay"]) == (0, 1, 0)
     finally:
         proxy.stop()
 

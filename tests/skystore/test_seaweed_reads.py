@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 from servicekit.errors import NotFound
 from servicekit.infra.seaweed import S3Endpoint, seaweed_access
 from servicekit.socket_relay import RelayError
+from servicekit.testing.metrics import scraped
 from services.skystore.proxy.seaweed_reads import (
     ChunkedBody,
     NotReadable,
@@ -30,12 +32,8 @@ MiB = 1024 * 1024
 CHUNK = 4 * MiB  # SeaweedFS's S3 gateway stores a PUT body in chunks of this size
 
 
-def _bodies(proxy_url: str) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
-        if line.startswith('skystore_bodies_total{op="get",'):
-            counts[line.split('path="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-    return counts
+def _bodies(proxy_url: str) -> Counter[str]:
+    return scraped(proxy_url, "skystore_bodies_total", by="path", op="get")
 
 
 def _bucket(stack) -> str:  # type: ignore[no-untyped-def]
@@ -69,10 +67,10 @@ def test_whole_and_ranged_gets_read_the_volume_servers(seaweed_stack) -> None:  
     suffix = s3.get_object(Bucket=bucket, Key="big/one", Range="bytes=-100")["Body"].read()
     assert suffix == body[-100:]
     after = _bodies(stack.proxies["local:edge"].url)
-    assert after.get("native", 0) - before.get("native", 0) == len(relayed) + 1
-    assert after.get("native_buffered", 0) - before.get("native_buffered", 0) == len(small) + 1
-    assert after.get("relay", 0) == before.get("relay", 0)
-    assert after.get("buffered", 0) == before.get("buffered", 0)
+    assert after["native"] - before["native"] == len(relayed) + 1
+    assert after["native_buffered"] - before["native_buffered"] == len(small) + 1
+    assert after["relay"] == before["relay"]
+    assert after["buffered"] == before["buffered"]
 
 
 def test_small_objects_are_read_whole_and_stay_right_after_an_overwrite(seaweed_stack) -> None:  # type: ignore[no-untyped-def]
@@ -135,7 +133,7 @@ def test_multipart_objects_and_remote_reads_come_whole(seaweed_stack) -> None:  
     cloud = stack.proxies["local:cloud"].url
     before = _bodies(cloud)
     assert stack.client("local:cloud").get_object(Bucket=bucket, Key="mp")["Body"].read() == body
-    assert _bodies(cloud).get("native", 0) == before.get("native", 0) + 1
+    assert _bodies(cloud)["native"] == before["native"] + 1
 
 
 def test_a_filer_that_does_not_answer_leaves_the_read_to_the_s3_api(seaweed_stack) -> None:  # type: ignore[no-untyped-def]
@@ -148,9 +146,9 @@ def test_a_filer_that_does_not_answer_leaves_the_read_to_the_s3_api(seaweed_stac
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == body
     assert s3.get_object(Bucket=bucket, Key="k", Range="bytes=3-9")["Body"].read() == body[3:10]
     after = _bodies(blind.url)
-    assert after.get("relay", 0) - before.get("relay", 0) == 1
-    assert after.get("buffered", 0) - before.get("buffered", 0) == 1
-    assert after.get("native", 0) == after.get("native_buffered", 0) == 0
+    assert after["relay"] - before["relay"] == 1
+    assert after["buffered"] - before["buffered"] == 1
+    assert after["native"] == after["native_buffered"] == 0
 
 
 def _reader(s3_regions: dict[str, S3Endpoint], region: str = "local:edge") -> SeaweedReader:

@@ -11,23 +11,21 @@ import socket
 import struct
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
+
+from servicekit.testing.metrics import scraped
 
 MiB = 1024 * 1024
 
 
-def _puts(proxy_url: str) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for line in httpx.get(f"{proxy_url}/metrics").text.splitlines():
-        if line.startswith('skystore_bodies_total{op="put",'):
-            counts[line.split('path="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-    return counts
+def _puts(proxy_url: str) -> Counter[str]:
+    return scraped(proxy_url, "skystore_bodies_total", by="path", op="put")
 
 
 def _bucket_with(stack, body: bytes) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -62,8 +60,8 @@ def test_a_large_put_goes_through_the_filer_and_reads_back_whole(seaweed_stack, 
     put = s3.put_object(Bucket=bucket, Key=key, Body=body)  # payload signed: SHA-256 checked
     assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
     after = _puts(stack.proxies["local:edge"].url)
-    assert after.get("native", 0) - before.get("native", 0) == 1
-    assert after.get("relay", 0) == before.get("relay", 0)
+    assert after["native"] - before["native"] == 1
+    assert after["relay"] == before["relay"]
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
     ranged = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={4 * MiB - 3}-{4 * MiB + 2}")
     assert ranged["Body"].read() == body[4 * MiB - 3 : 4 * MiB + 3]
@@ -91,7 +89,7 @@ def test_a_put_with_a_wrong_digest_through_the_filer_stores_nothing(
     with pytest.raises(ClientError) as caught:
         s3.put_object(Bucket=bucket, Key=key, Body=os.urandom(3 * MiB), ContentMD5=wrong)
     assert caught.value.response["Error"]["Code"] == "BadDigest"
-    assert _puts(stack.proxies["local:edge"].url)["native"] - before.get("native", 0) == 1
+    assert _puts(stack.proxies["local:edge"].url)["native"] - before["native"] == 1
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"the old version"
     # What the filer stored is rolled back: only the old version's physical object is left.
     _until(lambda: len(_physical_keys(stack, physical, bucket)) == 1)
@@ -128,6 +126,6 @@ def test_a_filer_that_does_not_answer_leaves_the_write_to_the_s3_api(seaweed_sta
     put = s3.put_object(Bucket=bucket, Key="k", Body=body)
     assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
     after = _puts(blind.url)
-    assert after.get("relay", 0) - before.get("relay", 0) == 1
-    assert after.get("native", 0) == 0
+    assert after["relay"] - before["relay"] == 1
+    assert after["native"] == 0
     assert stack.client().get_object(Bucket=bucket, Key="k")["Body"].read() == body
