@@ -305,6 +305,8 @@ def put_from_socket(
         connection.send(piece)
 
     try:
+        if source is None and len(first) != length:
+            raise RelayError(f"the body has {len(first)} bytes, {length} were announced")
         connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
         for name, value in headers.items():
             connection.putheader(name, value)

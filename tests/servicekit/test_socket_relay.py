@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import http.client
+import http.server
 import os
 import socket
 import threading
@@ -10,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from servicekit.socket_relay import RelayError, relay
+from servicekit.socket_relay import RelayError, put_from_socket, relay
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux-only")
 
@@ -101,3 +104,70 @@ def test_a_client_that_stops_reading_times_out(pairs) -> None:
     threading.Thread(target=_send_quietly, args=(upstream, b"w" * size), daemon=True).start()
     with pytest.raises(RelayError, match=r"the client stalled for 0\.3 s"):
         relay(source.fileno(), target.fileno(), size, timeout=0.3)
+
+
+class _Store(http.server.BaseHTTPRequestHandler):
+    """Answers a PUT with the SHA-256 of the body it took."""
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        answer = hashlib.sha256(body).hexdigest().encode()
+        self.send_response(201)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[str, int]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Store)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[:2]  # type: ignore[misc]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_put_from_socket_sends_the_bytes_read_then_the_sockets(pairs, store) -> None:
+    client, source, _, _ = pairs
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    first, rest = body[:1000], body[1000:]
+    sender = threading.Thread(target=client.sendall, args=(rest,))
+    sender.start()
+    digest = hashlib.sha256()
+    status, _, answer = put_from_socket(
+        http.client.HTTPConnection(*store, timeout=10),
+        "/b/k",
+        {"host": "store", "content-length": str(len(body))},
+        (first, source.fileno(), len(body)),
+        digest.update,
+        stall_timeout=5,
+    )
+    sender.join()
+    assert status == 201
+    assert answer.decode() == digest.hexdigest() == hashlib.sha256(body).hexdigest()
+
+
+def _ignore(_piece: memoryview) -> None:
+    pass
+
+
+def test_a_put_from_socket_whose_body_falls_short_is_a_relay_error(pairs, store) -> None:
+    client, source, _, _ = pairs
+    connection = http.client.HTTPConnection(*store, timeout=10)
+    with pytest.raises(RelayError, match="were announced"):
+        put_from_socket(connection, "/b/k", {}, (b"four", None, 5), _ignore, stall_timeout=5)
+    client.sendall(b"abc")
+    client.close()  # the client leaves two bytes short
+    with pytest.raises(RelayError, match="closed with 2 of 5 bytes"):
+        put_from_socket(
+            http.client.HTTPConnection(*store, timeout=10),
+            "/b/k",
+            {"host": "store", "content-length": "5"},
+            (b"", source.fileno(), 5),
+            _ignore,
+            stall_timeout=5,
+        )

@@ -242,20 +242,15 @@ class S3Http:
         self,
         bucket: str,
         key: str,
-        first: bytes,
-        source: int | None,
-        length: int,
+        body: tuple[bytes, int | None, int],
         digest: Callable[[memoryview], None],
         *,
         stall_timeout: float,
     ) -> str:
-        """Store `length` bytes under bucket/key in one request: `first`, then the rest read
-        off the client's socket `source`, each piece passed to `digest` before it goes on.
-        A fresh connection each time: a stale one would fail after the body was taken."""
-        if source is None and len(first) != length:
-            raise BadRequest(
-                f"the body has {len(first)} bytes, {length} were announced", code="IncompleteBody"
-            )
+        """Store a body under bucket/key in one request: `body` is (the bytes read, the client's
+        socket or None, the length); each piece is passed to `digest` before it goes on. A
+        fresh connection each time: a stale one would fail after the body was taken."""
+        length = body[2]
         path = _path(bucket, key)
         signed = self._signed("PUT", path, {"content-length": str(length)})
         parts = urlsplit(self._endpoint.url)
@@ -269,7 +264,7 @@ class S3Http:
                     connection,
                     path,
                     signed,
-                    (first, source, length),
+                    body,
                     digest,
                     stall_timeout=stall_timeout,
                 )

@@ -151,9 +151,7 @@ async def _store_from_socket(
         return await proxy.regions.http(primary.region).put_from_socket(
             primary.physical_bucket,
             primary.physical_key,
-            first,
-            source,
-            length,
+            (first, source, length),
             payload.digest,
             stall_timeout=timeout,
         )
