@@ -17,6 +17,7 @@ __all__ = [
     "Garbage",
     "Link",
     "ListPage",
+    "ListedObject",
     "Locator",
     "ObjectInfo",
     "PhysicalBucket",
@@ -161,8 +162,18 @@ class Committed(BaseModel):
     retired: list[Garbage]
 
 
+class ListedObject(BaseModel):
+    """One key of a listing: what ListObjects and ListObjectVersions answer with."""
+
+    key: str
+    size: int | None
+    etag: str | None
+    last_modified: datetime | None
+    owner: str
+
+
 class ListPage(BaseModel):
-    contents: list[ObjectInfo]
+    contents: list[ListedObject]
     common_prefixes: list[str]
     is_truncated: bool
     next_marker: str | None

@@ -28,6 +28,7 @@ __all__ = [
     "complete_delete_bucket",
     "get_bucket",
     "list_buckets",
+    "ready_bucket_id",
     "set_eviction",
     "set_policy",
     "start_create_bucket",
@@ -98,6 +99,18 @@ async def get_bucket(session: AsyncSession, name: str) -> Bucket:
     if row is None or row.status != State.READY:
         raise _no_such_bucket(name)
     return await _bucket(session, row)
+
+
+async def ready_bucket_id(session: AsyncSession, name: str) -> int:
+    """The id of the ready bucket `name`, else NoSuchBucket: one query, for a listing."""
+    row = (
+        await session.execute(
+            sa.select(buckets.c.id, buckets.c.status).where(buckets.c.name == name)
+        )
+    ).first()
+    if row is None or row.status != State.READY:
+        raise _no_such_bucket(name)
+    return int(row.id)
 
 
 async def list_buckets(session: AsyncSession, *, owner: str | None = None) -> list[Bucket]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.skystore.locator.buckets import get_bucket
-from services.skystore.locator.versions import object_from_row
-from services.skystore.schemas import ListPage, ObjectInfo
+from services.skystore.locator.buckets import ready_bucket_id
+from services.skystore.schemas import ListedObject, ListPage
 from services.skystore.states import State
 from services.skystore.tables import objects
 
@@ -15,6 +14,14 @@ __all__ = ["list_objects"]
 
 MAX_KEYS = 1000
 _BATCH = 1000
+# What a listing answers with: no metadata or checksum to decode per row.
+_LISTED = (
+    objects.c.key,
+    objects.c.size,
+    objects.c.etag,
+    objects.c.last_modified,
+    objects.c.owner,
+)
 
 
 def _after_prefix(prefix: str) -> str:
@@ -38,9 +45,9 @@ async def list_objects(
 ) -> ListPage:
     """Keys after `marker` (exclusive) under `prefix`, with CommonPrefixes rolled up at
     `delimiter`; `next_marker` resumes the listing (a key, or a common prefix to skip)."""
-    found = await get_bucket(session, bucket)
+    bucket_id = await ready_bucket_id(session, bucket)
     max_keys = max(0, min(max_keys, MAX_KEYS))
-    contents: list[ObjectInfo] = []
+    contents: list[ListedObject] = []
     common: list[str] = []
     lower, inclusive = marker, False
     if delimiter and marker.startswith(prefix) and marker.endswith(delimiter):
@@ -57,8 +64,8 @@ async def list_objects(
         # Without a delimiter every row is an entry: one more than the page needs is enough.
         wanted = _BATCH if delimiter else max_keys - len(contents) - len(common) + 1
         query = (
-            sa.select(objects)
-            .where(objects.c.bucket_id == found.id, objects.c.status == State.READY, bound, *upper)
+            sa.select(*_LISTED)
+            .where(objects.c.bucket_id == bucket_id, objects.c.status == State.READY, bound, *upper)
             .order_by(objects.c.key)
             .limit(wanted)
         )
@@ -86,7 +93,15 @@ async def list_objects(
                 last = rolled
                 lower, inclusive, jumped = _after_prefix(rolled), True, True
                 break
-            contents.append(object_from_row(row, bucket))
+            contents.append(
+                ListedObject(
+                    key=key,
+                    size=row.size,
+                    etag=row.etag,
+                    last_modified=row.last_modified,
+                    owner=row.owner,
+                )
+            )
             last = key
         if not jumped:
             if len(rows) < wanted:
