@@ -283,7 +283,7 @@ def pump(
         left -= got
 
 
-def put_from_socket(
+async def put_from_socket(
     connection: http.client.HTTPConnection,
     path: str,
     headers: Mapping[str, str],
@@ -293,9 +293,9 @@ def put_from_socket(
     stall_timeout: float,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     """PUT a request body at `path` in one request on `connection` (a fresh one: a stale kept
-    one would fail after the body was taken), then close it: `body` is (the bytes already
-    read, the client's socket or None, the body's length); each piece goes to `digest` before
-    it is sent. Blocking (run it in_relay_thread); (status, headers, answer).
+    one would fail after the body was taken), on a relay thread, then close it: `body` is (the
+    bytes already read, the client's socket or None, the body's length); each piece goes to
+    `digest` before it is sent. (status, headers, answer).
     RelayError when the client's body ends early or stalls for `stall_timeout` seconds; OSError
     or HTTPException when the upstream fails."""
     first, source, length = body
@@ -304,20 +304,23 @@ def put_from_socket(
         digest(piece)
         connection.send(piece)
 
-    try:
-        if source is None and len(first) != length:
-            raise RelayError(f"the body has {len(first)} bytes, {length} were announced")
-        connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        send(memoryview(first))
-        if source is not None:
-            pump(source, length - len(first), send, timeout=stall_timeout)
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
+    def put() -> tuple[int, http.client.HTTPMessage, bytes]:
+        try:
+            if source is None and len(first) != length:
+                raise RelayError(f"the body has {len(first)} bytes, {length} were announced")
+            connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            send(memoryview(first))
+            if source is not None:
+                pump(source, length - len(first), send, timeout=stall_timeout)
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+    return await in_relay_thread(put)
 
 
 async def in_relay_thread(function: Callable[..., T], *args: Any) -> T:

@@ -131,14 +131,14 @@ def store() -> Iterator[tuple[str, int]]:
     server.server_close()
 
 
-def test_a_put_from_socket_sends_the_bytes_read_then_the_sockets(pairs, store) -> None:
+async def test_a_put_from_socket_sends_the_bytes_read_then_the_sockets(pairs, store) -> None:
     client, source, _, _ = pairs
     body = os.urandom(3 * 1024 * 1024 + 5)
     first, rest = body[:1000], body[1000:]
     sender = threading.Thread(target=client.sendall, args=(rest,))
     sender.start()
     digest = hashlib.sha256()
-    status, _, answer = put_from_socket(
+    status, _, answer = await put_from_socket(
         http.client.HTTPConnection(*store, timeout=10),
         "/b/k",
         {"host": "store", "content-length": str(len(body))},
@@ -155,15 +155,15 @@ def _ignore(_piece: memoryview) -> None:
     pass
 
 
-def test_a_put_from_socket_whose_body_falls_short_is_a_relay_error(pairs, store) -> None:
+async def test_a_put_from_socket_whose_body_falls_short_is_a_relay_error(pairs, store) -> None:
     client, source, _, _ = pairs
     connection = http.client.HTTPConnection(*store, timeout=10)
     with pytest.raises(RelayError, match="were announced"):
-        put_from_socket(connection, "/b/k", {}, (b"four", None, 5), _ignore, stall_timeout=5)
+        await put_from_socket(connection, "/b/k", {}, (b"four", None, 5), _ignore, stall_timeout=5)
     client.sendall(b"abc")
     client.close()  # the client leaves two bytes short
     with pytest.raises(RelayError, match="closed with 2 of 5 bytes"):
-        put_from_socket(
+        await put_from_socket(
             http.client.HTTPConnection(*store, timeout=10),
             "/b/k",
             {"host": "store", "content-length": "5"},

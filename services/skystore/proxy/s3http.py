@@ -9,7 +9,6 @@ import http.client
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -258,19 +257,11 @@ class S3Http:
             parts.hostname or "", parts.port, timeout=self._timeout_seconds
         )
         try:
-            status, headers, answer = await in_relay_thread(
-                partial(
-                    put_from_socket,
-                    connection,
-                    path,
-                    signed,
-                    body,
-                    digest,
-                    stall_timeout=stall_timeout,
-                )
+            status, headers, answer = await put_from_socket(
+                connection, path, signed, body, digest, stall_timeout=stall_timeout
             )
         except RelayError as exc:
-            raise BadRequest(f"the body did not arrive: {exc}", code="IncompleteBody") from exc
+            raise incomplete_body(exc) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc, bucket, key) from exc
         if status >= 300:
@@ -286,6 +277,10 @@ class S3Http:
         response = await self._send(request, bucket, key)
         await response.aclose()
         return response.headers.get("etag", "").strip('"')
+
+
+def incomplete_body(error: RelayError) -> BadRequest:
+    return BadRequest(f"the body did not arrive: {error}", code="IncompleteBody")
 
 
 def _path(bucket: str, key: str) -> str:

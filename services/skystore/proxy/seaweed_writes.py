@@ -19,11 +19,11 @@ from __future__ import annotations
 import base64
 import http.client
 from collections.abc import Callable
-from functools import partial
 from urllib.parse import quote, urlsplit
 
-from servicekit.errors import BadRequest, NotFound, ServiceUnavailable, UpstreamError
+from servicekit.errors import NotFound, ServiceUnavailable, UpstreamError
 from servicekit.socket_relay import RelayError, in_relay_thread, put_from_socket
+from services.skystore.proxy.s3http import incomplete_body
 from services.skystore.proxy.seaweed_reads import NotReadable, SeaweedReader
 from services.skystore.settings import SeaweedAccess
 
@@ -79,19 +79,11 @@ class SeaweedWriter:
             "content-type": "application/octet-stream",
         }
         try:
-            status, _, answer = await in_relay_thread(
-                partial(
-                    put_from_socket,
-                    connection,
-                    path,
-                    headers,
-                    body,
-                    digest,
-                    stall_timeout=stall_timeout,
-                )
+            status, _, answer = await put_from_socket(
+                connection, path, headers, body, digest, stall_timeout=stall_timeout
             )
         except RelayError as exc:
-            raise BadRequest(f"the body did not arrive: {exc}", code="IncompleteBody") from exc
+            raise incomplete_body(exc) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise ServiceUnavailable(
                 f"the filer of region {self.region} failed during a PUT: {exc}",
