@@ -9,7 +9,6 @@ import hashlib
 import os
 import socket
 import struct
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
+from servicekit.infra import wait_until
 from servicekit.testing.metrics import scraped
 
 MiB = 1024 * 1024
@@ -42,13 +42,6 @@ def _physical_keys(stack, physical: Callable[[str], Any], bucket: str) -> list[s
     name = next(p["name"] for p in record["physical"] if p["region"] == "local:edge")
     listed = physical("local:edge").list_objects_v2(Bucket=name)
     return [o["Key"] for o in listed.get("Contents", [])]
-
-
-def _until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_a_large_put_goes_through_the_filer_and_reads_back_whole(seaweed_stack, physical) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +68,8 @@ def test_a_large_put_goes_through_the_filer_and_reads_back_whole(seaweed_stack, 
     assert stored["Body"].read() == body
     # The cloud proxy reads it remotely (write_local), whole.
     assert stack.client("local:cloud").get_object(Bucket=bucket, Key=key)["Body"].read() == body
-    _until(lambda: len(_physical_keys(stack, physical, bucket)) == 1)  # the old version removed
+    # The old version's physical object is removed.
+    assert wait_until(lambda: len(_physical_keys(stack, physical, bucket)) == 1, timeout=20)
 
 
 def test_a_put_with_a_wrong_digest_through_the_filer_stores_nothing(
@@ -92,7 +86,7 @@ def test_a_put_with_a_wrong_digest_through_the_filer_stores_nothing(
     assert _puts(stack.proxies["local:edge"].url)["native"] - before["native"] == 1
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"the old version"
     # What the filer stored is rolled back: only the old version's physical object is left.
-    _until(lambda: len(_physical_keys(stack, physical, bucket)) == 1)
+    assert wait_until(lambda: len(_physical_keys(stack, physical, bucket)) == 1, timeout=20)
 
 
 def test_a_client_gone_mid_put_through_the_filer_leaves_nothing(seaweed_stack, physical) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +104,7 @@ def test_a_client_gone_mid_put_through_the_filer_leaves_nothing(seaweed_stack, p
     s3 = stack.client()
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
-    _until(lambda: len(_physical_keys(stack, physical, bucket)) == 1)
+    assert wait_until(lambda: len(_physical_keys(stack, physical, bucket)) == 1, timeout=20)
     body = os.urandom(2 * MiB)
     s3.put_object(Bucket=bucket, Key=key, Body=body)  # the proxy goes on serving
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
