@@ -7,7 +7,7 @@ from pathlib import Path
 
 from servicekit.security.secretbox import load_or_create_secret_file
 
-__all__ = ["load_or_create_token", "read_token"]
+__all__ = ["load_or_create_token", "read_token", "token_matches"]
 
 
 def load_or_create_token(path: Path) -> str:
@@ -23,3 +23,7 @@ def read_token(path: Path) -> str:
             f"no locator token at {path}: start the locator first, or point "
             "EXTRACT_SKYSTORE_PROXY_INTERNAL_TOKEN at its token file"
         ) from None
+
+
+def token_matches(expected: str, given: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())

@@ -4,7 +4,6 @@ registry."""
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -18,6 +17,7 @@ from servicekit.errors import Unauthorized
 from services.skystore.leases_wire import LEASE_HEADER
 from services.skystore.locator import buckets, listing, reaper, registry, replicas, writes
 from services.skystore.locator.leases import Leases
+from services.skystore.locator.lookup import leased_record
 from services.skystore.schemas import (
     AccessKey,
     Bucket,
@@ -33,6 +33,7 @@ from services.skystore.schemas import (
     UploadComplete,
     UploadStart,
 )
+from services.skystore.secrets_files import token_matches
 
 __all__ = ["locator_router"]
 
@@ -60,9 +61,8 @@ class Removed(BaseModel):
 
 async def _authorised(request: Request) -> None:
     # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request.
-    expected: str = request.app.state.internal_token
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+    if scheme.lower() != "bearer" or not token_matches(request.app.state.internal_token, token):
         raise Unauthorized(
             "the locator's API is for SkyStore proxies: send the internal bearer token",
             headers={"WWW-Authenticate": "Bearer"},
@@ -203,11 +203,10 @@ def locator_router() -> APIRouter:
         name: str, key: str, request: Request, holder: str | None = None
     ) -> Response:
         # The lookup behind every proxy GET and HEAD: serialised once, not validated again.
-        # The lease is registered before the read, so a write committed after it revokes it.
-        lease = _leases(request).grant(holder, name, key)
-        info = await request.app.state.object_lookup.get(name, key)
+        lookup = request.app.state.object_lookup
+        body, lease = await leased_record(lookup, _leases(request), name, key, holder)
         headers = {LEASE_HEADER: lease.header()} if lease else None
-        return Response(info.model_dump_json(), media_type="application/json", headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @router.delete("/buckets/{name}/objects/{key:path}")
     async def delete_object(name: str, key: str, request: Request) -> list[Garbage]:

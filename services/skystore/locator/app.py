@@ -20,6 +20,7 @@ from services.skystore.locator.api import locator_router
 from services.skystore.locator.collector import Collector
 from services.skystore.locator.leases import LeaseHorizon, Leases
 from services.skystore.locator.lookup import ObjectLookup
+from services.skystore.locator.lookup_responder import LookupResponder
 from services.skystore.locator.messaging import EventRelay, Subscription
 from services.skystore.locator.push import CREATED, PushWorker
 from services.skystore.locator.replication import Replicator
@@ -78,12 +79,17 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
             internal_token_location(settings.internal_token)
         )
         app.state.readiness.add("database", database_check(engine))
-        revoker = NatsRevoker(settings.nats_url, timeout=settings.lease_revoke_timeout)
+        revoker = NatsRevoker(
+            settings.nats_url,
+            timeout=settings.lease_revoke_timeout,
+            on_connected=lambda client: responder.listen(client),
+        )
         lease_seconds = settings.lease_seconds if settings.nats_url else 0.0
         leases = Leases(lease_seconds, revoker, LeaseHorizon(app.state.sessions))
         await leases.start()
         app.state.leases = leases
-        if lease_seconds > 0:
+        responder = LookupResponder(app.state.internal_token, app.state.object_lookup, leases)
+        if settings.nats_url:
             revoker.start()
         if settings.regions_file:
             await _register_regions(app, settings.regions_file)
@@ -118,6 +124,7 @@ def create_app(settings: LocatorSettings, *, clock: Clock = utc_now) -> FastAPI:
             yield
         finally:
             await events.stop()
+            await responder.stop()
             await revoker.stop()
             await leases.stop()
             await pusher.stop()

@@ -21,10 +21,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.db import SQLITE_BUSY_TIMEOUT_MS
+from services.skystore.leases_wire import Lease
 from services.skystore.locator import versions
+from services.skystore.locator.leases import Leases
 from services.skystore.schemas import ObjectInfo
 
-__all__ = ["ObjectLookup"]
+__all__ = ["ObjectLookup", "leased_record"]
 
 
 class ObjectLookup:
@@ -55,6 +57,17 @@ class ObjectLookup:
         with self._engine.connect() as connection:
             query = versions.OBJECT_QUERY
             return list(connection.execute(query, {"bucket": bucket, "key": key}).all())
+
+
+async def leased_record(
+    lookup: ObjectLookup, leases: Leases, bucket: str, key: str, holder: str | None
+) -> tuple[bytes, Lease | None]:
+    """The record of bucket/key as JSON, and a lease on it when `holder` asks for one: what a
+    proxy's lookup answers, over REST or NATS. The lease is registered before the read, so a
+    write committed after it revokes it."""
+    lease = leases.grant(holder, bucket, key)
+    info = await lookup.get(bucket, key)
+    return info.model_dump_json().encode(), lease
 
 
 def _read_only(dbapi_connection: Any, _record: Any) -> None:

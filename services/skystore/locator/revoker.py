@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import nats.errors
+from nats.aio.client import Client
 
 from servicekit.events import BackgroundNats
 from services.skystore.leases_wire import Revocation, revocation_subject
@@ -12,10 +15,17 @@ __all__ = ["NatsRevoker"]
 
 class NatsRevoker:
     """Connects in the background; `ready` only while connected, so leases are granted only
-    while they can be revoked."""
+    while they can be revoked. `on_connected` is given the connection once it is up (the
+    locator answers lookups on it too)."""
 
-    def __init__(self, url: str, *, timeout: float = 1.0) -> None:
-        self._nats = BackgroundNats(url, name="skystore-locator-leases")
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 1.0,
+        on_connected: Callable[[Client], Awaitable[None]] | None = None,
+    ) -> None:
+        self._nats = BackgroundNats(url, name="skystore-locator-leases", on_connected=on_connected)
         self._timeout = timeout
 
     def start(self) -> None:

@@ -140,6 +140,7 @@ def create_app(settings: ProxySettings, *, clock: Callable[[], datetime] = _now)
                 listener = LeaseListener(settings.nats_url, cache)
                 if settings.nats_url and settings.object_cache_entries > 0:
                     listener.start()
+                    locator.look_up_over_nats(lambda: listener.client)
                 app.state.proxy = Proxy(
                     settings,
                     locator,

@@ -31,6 +31,11 @@ class LeaseListener:
     def start(self) -> None:
         self._nats.start()
 
+    @property
+    def client(self) -> Client | None:
+        """The connection revocations arrive on, while it is up."""
+        return self._nats.client if self._nats.connected else None
+
     async def _listen(self, client: Client) -> None:
         await client.subscribe(revocation_subject(self._cache.holder), cb=self._revoke)
         await client.flush()

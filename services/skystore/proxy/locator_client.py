@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from nats.aio.client import Client
 from pydantic import BaseModel, TypeAdapter
 
-from servicekit.errors import (
-    BadRequest,
-    Conflict,
-    ExtractError,
-    Forbidden,
-    NotFound,
-    ServiceUnavailable,
-    UpstreamError,
-)
+from servicekit.errors import ServiceUnavailable
 from servicekit.upstream_http import ConnectionPool
 from servicekit.upstream_response import UpstreamFailure, UpstreamTimeout, UpstreamUnreachable
 from services.skystore.leases_wire import LEASE_HEADER, Lease
+from services.skystore.proxy.locator_errors import locator_error
+from services.skystore.proxy.nats_lookups import NatsLookups
 from services.skystore.schemas import (
     AccessKey,
     Bucket,
@@ -40,12 +36,6 @@ __all__ = ["LocatorClient"]
 
 M = TypeVar("M")
 MAX_ANSWER = 64 * 1024 * 1024  # the largest answer read (a listing page is far smaller)
-_BY_STATUS: dict[int, type[ExtractError]] = {
-    400: BadRequest,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 @functools.cache
@@ -56,24 +46,6 @@ def _adapter(into: Any) -> TypeAdapter[Any]:
 
 def _json_bytes(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _error(status: int, content: bytes) -> ExtractError:
-    try:
-        body = json.loads(content)
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    message = str(body.get("detail") or content[:200].decode(errors="replace"))
-    code = body.get("code")
-    detail = {k: v for k, v in body.items() if k[:1].isupper()}
-    kind = _BY_STATUS.get(status)
-    if kind is not None:
-        error = kind(message, code=code, detail=detail)
-        error.status = status  # type: ignore[misc]
-        return error
-    return UpstreamError(f"locator answered {status}: {message}")
 
 
 class LocatorClient:
@@ -88,8 +60,14 @@ class LocatorClient:
         self._base = base_url.rstrip("/")
         self._prefix = urlsplit(self._base).path
         self._headers = [(b"authorization", f"Bearer {token}".encode())]
+        self._token = token
         self._timeout = timeout
         self._pool: ConnectionPool | None = None
+        self._nats: NatsLookups | None = None
+
+    def look_up_over_nats(self, connection: Callable[[], Client | None]) -> None:
+        """Ask for object records over NATS, on `connection` while it is up, before REST."""
+        self._nats = NatsLookups(self._token, connection, timeout=self._timeout)
 
     def _http(self) -> ConnectionPool:
         # Made on first use: its connections belong to the running event loop.
@@ -135,7 +113,7 @@ class LocatorClient:
                 if attempt == 2 or not retry:
                     raise ServiceUnavailable(f"the SkyStore locator is unreachable: {exc}") from exc
         if response.status >= 400:
-            raise _error(response.status, content)
+            raise locator_error(response.status, content)
         lease = next((v for n, v in response.raw_headers if n.lower() == self._LEASE), None)
         return content, Lease.from_header(lease.decode("latin-1") if lease else None)
 
@@ -189,6 +167,10 @@ class LocatorClient:
         self, bucket: str, key: str, *, holder: str | None = None
     ) -> tuple[ObjectInfo, Lease | None]:
         """The object's record, and a lease on it when `holder` asks for one."""
+        if self._nats is not None:
+            answer = await self._nats.object(bucket, key, holder)
+            if answer is not None:
+                return answer
         params = {"holder": holder} if holder else None
         path = f"/buckets/{bucket}/objects/{_path(key)}"
         content, lease = await self._exchange("GET", path, params=params)
