@@ -16,8 +16,9 @@ The proxies run as the local stack runs them: with NATS, so they answer HEAD and
 records held under the locator's read leases, reading GETs from the SeaweedFS volume servers
 (services/skystore/proxy/seaweed_reads.py) and writing PUTs of 1 MiB and more through its filer
 (seaweed_writes.py). A third proxy of the edge region without NATS (every HEAD and GET asks the
-locator) shows what the cache saves, and a fourth reading and writing through the region's S3
-API what the volume reads and filer writes save, in the same run. HEAD and a
+locator) shows what the cache saves, a fourth reading and writing through the region's S3
+API what the volume reads and filer writes save, in the same run, and a fifth writes the keys
+the edge proxy first reads. HEAD and a
 1-byte GET are also timed with a bare client (http.client, signed by servicekit.sigv4) on both
 paths: botocore's own per-request work is most of a boto3 HEAD here, and the same for both.
 GETs of 1 MiB and 64 MiB are timed with that bare client too, reading into one reused buffer:
@@ -62,6 +63,7 @@ KiB, MiB = 1024, 1024 * 1024
 EDGE, CLOUD = "local:edge", "local:cloud"
 NO_CACHE = "edge-no-record-cache"
 THROUGH_S3 = "edge-through-s3-api"
+SECOND = "edge-second"  # another proxy of the edge region: writes the keys first read
 HOT_KEYS = 50  # the working set of small GETs
 
 
@@ -193,8 +195,8 @@ def _timed(
 def _start_skystore(
     root: Path, regions: dict[str, S3Endpoint], nats_url: str, stack: ExitStack
 ) -> dict[str, ServiceProcess]:
-    """The locator and the proxies, by name ("locator", the regions, NO_CACHE, THROUGH_S3),
-    started; all but THROUGH_S3 read large GETs from the SeaweedFS volume servers."""
+    """The locator and the proxies, by name ("locator", the regions, NO_CACHE, THROUGH_S3,
+    SECOND), started; all but THROUGH_S3 read GETs from the SeaweedFS volume servers."""
     ini = root / "regions.ini"
     ini.write_text(
         "".join(
@@ -240,6 +242,7 @@ def _start_skystore(
     proxies = [(region, region, native) for region in regions]
     proxies.append((NO_CACHE, EDGE, {**native, "EXTRACT_SKYSTORE_PROXY_NATS_URL": ""}))
     proxies.append((THROUGH_S3, EDGE, {}))
+    proxies.append((SECOND, EDGE, native))
     for name, region, env in proxies:
         port = free_port()
         log_dir = root / name.replace(":", "-")
@@ -268,6 +271,7 @@ class _Clients:
     proxy: Any
     uncached: Any
     through_s3: Any
+    second: Any
     bare_direct: _BareClient
     bare_proxy: _BareClient
     bare_through_s3: _BareClient
@@ -281,8 +285,9 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
     Small GETs read a working set of HOT_KEYS keys over and over, as HEAD does: the proxy
     answers them from records held under read leases and chunk lists it has seen. Then the
     keys nobody has read yet are read once each, directly, through the proxy (keys another
-    proxy wrote: a lookup over NATS) and through the proxy without a record cache (a lookup
-    over REST): the cold path, a locator lookup and the filer's chunk list included."""
+    proxy of the region wrote: a lookup over NATS) and through the proxy without a record cache
+    (a lookup over REST): the cold path, a locator lookup included; the chunk list comes with
+    the record (the layout the writing proxy recorded)."""
     c = clients
     body = os.urandom(size)
     bucket_direct, bucket_proxy = f"d-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}"
@@ -334,14 +339,18 @@ def _object_rows(clients: _Clients, size: int, count: int, proxy_pid: int) -> li
         ),
     ]
     if small and count > HOT_KEYS:
+        # Keys the proxy holds no record of: written through another proxy of its region.
+        bucket_second = f"f-{uuid.uuid4().hex[:8]}"
+        c.second.create_bucket(Bucket=bucket_second)
+        for i in range(count - HOT_KEYS):
+            c.second.put_object(Bucket=bucket_second, Key=unread(i), Body=body)
         groups.append(
             _side_by_side(
                 [
                     _Path(f"direct GET {label}, first read", get(c.direct, bucket_direct, unread)),
-                    # Written through the S3-API proxy: this proxy holds no record of them.
                     _Path(
                         f"proxy  GET {label}, first read",
-                        get(c.proxy, bucket_s3, unread),
+                        get(c.proxy, bucket_second, unread),
                         proxy_pid,
                     ),
                     _Path(
@@ -413,12 +422,13 @@ def main() -> None:
         proxy = _client(urls[EDGE], key["key_id"], key["secret"])
         uncached = _client(urls[NO_CACHE], key["key_id"], key["secret"])
         through_s3 = _client(urls[THROUGH_S3], key["key_id"], key["secret"])
+        second = _client(urls[SECOND], key["key_id"], key["secret"])
         cloud_proxy = _client(urls[CLOUD], key["key_id"], key["secret"])
         bare_direct = _BareClient(edge.url, edge.access_key, edge.secret_key)
         bare_proxy = _BareClient(urls[EDGE], key["key_id"], key["secret"])
         bare_through_s3 = _BareClient(urls[THROUGH_S3], key["key_id"], key["secret"])
         clients = _Clients(
-            direct, proxy, uncached, through_s3, bare_direct, bare_proxy, bare_through_s3
+            direct, proxy, uncached, through_s3, second, bare_direct, bare_proxy, bare_through_s3
         )
         today = time.strftime("%Y-%m-%d")
         print(f"SkyStore proxy vs direct SeaweedFS; two regions on this machine; {today}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,9 @@ __all__ = [
 
 # How unread evictable replicas go: never, after a fixed TTL, or after the break-even time.
 Eviction = Literal["none", "fixed_ttl", "t_even"]
+
+
+MAX_LAYOUT = 16 * 1024  # the longest Locator.layout kept (~500 SeaweedFS chunks)
 
 
 class BucketEviction(BaseModel):
@@ -100,6 +103,10 @@ class Locator(BaseModel):
     status: str
     is_base: bool
     last_access: datetime
+    # Where the bytes lie inside the region's store, as the proxy that wrote the copy found
+    # them (proxy/seaweed_reads.py: a SeaweedFS chunk list), so a reader need not ask; opaque
+    # to the locator.
+    layout: str | None = None
 
 
 class ObjectInfo(BaseModel):
@@ -141,6 +148,11 @@ class UploadComplete(BaseModel):
     regions: list[str] = Field(min_length=1, description="where copies were written")
     checksum: str | None = Field(
         None, max_length=200, description="the verified x-amz-checksum-*: <algorithm>:<base64>"
+    )
+    layouts: dict[str, Annotated[str, Field(max_length=MAX_LAYOUT)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="region → where the copy's bytes lie in its store (Locator.layout)",
     )
 
 

@@ -148,6 +148,8 @@ locators = sa.Table(
     sa.Column("is_base", sa.Boolean(), nullable=False),
     sa.Column("created", UTCDateTime(), nullable=False),
     sa.Column("last_access", UTCDateTime(), nullable=False),
+    # Where the bytes lie in the region's store (schemas.Locator.layout), if the writer said.
+    sa.Column("layout", sa.Text(), nullable=True),
     sa.UniqueConstraint("object_id", "region"),
     sa.Index("ix_skystore_locators_status", "status"),
 )

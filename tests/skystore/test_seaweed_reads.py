@@ -5,6 +5,7 @@ missing; a chunk gone mid-body cuts the relay."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from servicekit.errors import NotFound
+from servicekit.infra.ports import free_port
 from servicekit.infra.seaweed import S3Endpoint, seaweed_access
 from servicekit.socket_relay import RelayError
 from servicekit.testing.metrics import scraped
@@ -25,6 +27,8 @@ from services.skystore.proxy.seaweed_reads import (
     NotReadable,
     SeaweedReader,
     chunk_spans,
+    entry_of_layout,
+    layout_of,
 )
 from services.skystore.settings import SeaweedAccess
 
@@ -149,6 +153,46 @@ def test_a_filer_that_does_not_answer_leaves_the_read_to_the_s3_api(seaweed_stac
     assert after["relay"] - before["relay"] == 1
     assert after["buffered"] - before["buffered"] == 1
     assert after["native"] == after["native_buffered"] == 0
+
+
+def test_a_recorded_layout_spares_the_filer_lookup(seaweed_stack, s3_regions) -> None:  # type: ignore[no-untyped-def]
+    stack, blind = seaweed_stack
+    access = seaweed_access(s3_regions.values())["local:edge"]
+    dead = f"http://127.0.0.1:{free_port()}"
+    no_filer = stack.proxy_process(
+        "local:edge",
+        "edge-no-filer",
+        EXTRACT_SKYSTORE_PROXY_SEAWEEDFS=json.dumps({"local:edge": {**access, "filer": dead}}),
+    )
+    no_filer.start()
+    try:
+        bucket = _bucket(stack)
+        small, large = os.urandom(4096), os.urandom(CHUNK + MiB)
+        s3 = stack.client()
+        s3.put_object(Bucket=bucket, Key="small", Body=small)  # through the S3 API
+        s3.put_object(Bucket=bucket, Key="large", Body=large)  # through the filer
+        for key, size, chunks in (("small", len(small), 1), ("large", len(large), 2)):
+            record = stack.locator_call("GET", f"/buckets/{bucket}/objects/{key}")
+            layout = json.loads(record["locators"][0]["layout"])
+            assert layout["size"] == size and len(layout["chunks"]) == chunks
+        # Written by a proxy that cannot reach the filer: no layout recorded.
+        stack.client(url=blind.url).put_object(Bucket=bucket, Key="unlaid", Body=small)
+        unlaid = stack.locator_call("GET", f"/buckets/{bucket}/objects/unlaid")
+        assert unlaid["locators"][0]["layout"] is None
+
+        reader = stack.client(url=no_filer.url)
+        before = _bodies(no_filer.url)
+        assert reader.get_object(Bucket=bucket, Key="small")["Body"].read() == small
+        assert reader.get_object(Bucket=bucket, Key="large")["Body"].read() == large
+        ranged = reader.get_object(Bucket=bucket, Key="large", Range=f"bytes={CHUNK - 2}-{CHUNK}")
+        assert ranged["Body"].read() == large[CHUNK - 2 : CHUNK + 1]
+        assert reader.get_object(Bucket=bucket, Key="unlaid")["Body"].read() == small
+        after = _bodies(no_filer.url)
+        assert after["native_buffered"] - before["native_buffered"] == 2
+        assert after["native"] - before["native"] == 1
+        assert after["buffered"] - before["buffered"] == 1  # the unlaid one, through S3
+    finally:
+        no_filer.stop()
 
 
 def _reader(s3_regions: dict[str, S3Endpoint], region: str = "local:edge") -> SeaweedReader:
@@ -290,3 +334,18 @@ def test_chunk_spans_cover_the_range_asked_for() -> None:
 def test_entries_not_read_past_the_s3_api(entry: dict, why: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(NotReadable, match=why):
         chunk_spans(entry, 10, 0, 9)
+    assert layout_of(entry, 10) is None
+
+
+def test_a_layout_stands_for_its_entry() -> None:
+    entry = _entry([{"file_id": "1,b", "offset": 4, "size": 6}, {"file_id": "1,a", "size": 4}])
+    layout = layout_of(entry, 10)
+    assert layout is not None
+    restored = entry_of_layout(layout)
+    assert restored is not None
+    assert chunk_spans(restored, 10, 2, 7) == chunk_spans(entry, 10, 2, 7)
+    assert layout_of(_entry([]), 0) is None  # an empty object has nothing to lay out
+    many = [{"file_id": f"7,{i:030x}", "offset": i, "size": 1} for i in range(1000)]
+    assert layout_of(_entry(many, FileSize=1000), 1000) is None  # too long to record
+    for malformed in ("", "not json", '{"size": 1}', '{"size": 1, "chunks": [["1,a", 0]]}'):
+        assert entry_of_layout(malformed) is None

@@ -36,6 +36,7 @@ def locator_of(row: sa.Row[Any]) -> Locator:
         status=row.status,
         is_base=row.is_base,
         last_access=row.last_access,
+        layout=row.layout,
     )
 
 
@@ -105,6 +106,7 @@ def object_from_copy_rows(rows: Sequence[sa.Row[Any]], bucket: str) -> ObjectInf
             status=r.copy_status,
             is_base=r.copy_is_base,
             last_access=r.copy_last_access,
+            layout=r.copy_layout,
         )
         for r in rows
         if r.copy_id is not None

@@ -204,6 +204,12 @@ async def complete_upload(
         )
     ).one()
     written = sorted(set(done.regions))
+    layouts = {region: done.layouts[region] for region in written if region in done.layouts}
+    laid_out = (
+        {"layout": sa.case(*((locators.c.region == r, v) for r, v in layouts.items()))}
+        if layouts
+        else {}
+    )
     copies = (
         await session.execute(
             sa.update(locators)
@@ -215,6 +221,7 @@ async def complete_upload(
                 ),
                 last_access=now,
                 physical_upload_id=None,
+                **laid_out,
             )
             .returning(locators)
         )

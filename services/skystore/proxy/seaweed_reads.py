@@ -16,12 +16,17 @@ as the S3 API would.
 
 Small bodies are read whole (`read`): once the object's chunk list is known, one GET to a
 volume server instead of SeaweedFS's S3 gateway, filer and volume server in turn.
+
+The proxy that writes a physical object records its chunk list with the copy (`layout_of`,
+schemas.Locator.layout), so that any proxy's first read of it needs no filer lookup either:
+readers pass the copy's layout, and the filer is asked only without one.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +37,20 @@ from servicekit.errors import NotFound
 from servicekit.socket_relay import RelayError, in_relay_thread, relay
 from servicekit.upstream_http import ConnectionPool
 from servicekit.upstream_response import UpstreamFailure, UpstreamTimeout, UpstreamUnreachable
+from services.skystore.schemas import MAX_LAYOUT
 from services.skystore.settings import SeaweedAccess
 
-__all__ = ["ChunkSpan", "ChunkedBody", "NotReadable", "SeaweedReader", "chunk_spans"]
+__all__ = [
+    "ChunkSpan",
+    "ChunkedBody",
+    "NotReadable",
+    "SeaweedReader",
+    "chunk_spans",
+    "entry_of_layout",
+    "layout_of",
+]
 
+log = logging.getLogger(__name__)
 IDLE_PER_SERVER = 8
 VOLUME_CACHE_SECONDS = 60.0
 ENTRIES = 4096  # filer entries kept
@@ -179,10 +194,13 @@ class SeaweedReader:
         for pool in self._pools.values():
             await pool.close()
 
-    async def relayed(self, bucket: str, key: str, first: int, last: int, size: int) -> ChunkedBody:
+    async def relayed(
+        self, bucket: str, key: str, first: int, last: int, size: int, layout: str | None = None
+    ) -> ChunkedBody:
         """The bytes `first`..`last` of the `size`-byte physical object bucket/key, to relay,
-        its first chunk's response head read; NotReadable or NotFound before any byte is."""
-        located = await self._locate(bucket, key, first, last, size)
+        its first chunk's response head read; NotReadable or NotFound before any byte is.
+        `layout`: the copy's recorded chunk list (layout_of), used unless one is kept."""
+        located = await self._locate(bucket, key, first, last, size, layout)
         body = ChunkedBody(self._connections, last - first + 1, located)
         try:
             await in_relay_thread(body.start)
@@ -191,9 +209,11 @@ class SeaweedReader:
             raise
         return body
 
-    async def read(self, bucket: str, key: str, first: int, last: int, size: int) -> bytes:
+    async def read(
+        self, bucket: str, key: str, first: int, last: int, size: int, layout: str | None = None
+    ) -> bytes:
         """The bytes `first`..`last` read whole (a small body); NotReadable or NotFound."""
-        located = await self._locate(bucket, key, first, last, size)
+        located = await self._locate(bucket, key, first, last, size, layout)
         pieces = []
         try:
             for server, span in located:
@@ -208,9 +228,13 @@ class SeaweedReader:
         return b"".join(pieces)
 
     async def _locate(
-        self, bucket: str, key: str, first: int, last: int, size: int
+        self, bucket: str, key: str, first: int, last: int, size: int, layout: str | None
     ) -> list[tuple[str, ChunkSpan]]:
-        entry = await self.entry(bucket, key)
+        entry = self._entries.get((bucket, key))
+        if entry is None and (entry := entry_of_layout(layout)) is not None:
+            self._keep(bucket, key, entry)
+        if entry is None:
+            entry = await self.entry(bucket, key)
         try:
             spans = chunk_spans(entry, size, first, last)
         except NotReadable:
@@ -230,10 +254,22 @@ class SeaweedReader:
             return entry
         path = f"{self._access.buckets_folder.rstrip('/')}/{bucket}/{key}"
         entry = await self._json(self._filer, f"{quote(path, safe='/~')}?metadata=true", path)
+        self._keep(bucket, key, entry)
+        return entry
+
+    def _keep(self, bucket: str, key: str, entry: dict[str, Any]) -> None:
         if len(self._entries) >= self._capacity:
             del self._entries[next(iter(self._entries))]  # the oldest
         self._entries[(bucket, key)] = entry
-        return entry
+
+    async def layout(self, bucket: str, key: str, size: int) -> str | None:
+        """The layout to record for a physical object just written (layout_of its entry, which
+        is kept); None when it cannot be read past the S3 API or the filer does not answer."""
+        try:
+            return layout_of(await self.entry(bucket, key), size)
+        except (NotReadable, NotFound) as exc:
+            log.info("no layout recorded for %s/%s: %s", bucket, key, exc)
+            return None
 
     async def _volume_server(self, volume: str) -> str:
         known = self._volumes.get(volume)
@@ -368,6 +404,40 @@ def _answer(exchange: _Exchange) -> tuple[_Exchange, http.client.HTTPResponse, b
     except (OSError, http.client.HTTPException, NotReadable) as exc:
         exchange.connection.close()
         raise NotReadable(f"chunk {exchange.span.file_id}: {exc}") from exc
+
+
+def layout_of(entry: dict, size: int) -> str | None:
+    """The entry's chunk list as a Locator.layout (JSON `{"size": n, "chunks": [[file id,
+    offset, size], …]}`), when the object can be read from its chunks and the list is not too
+    long to record; else None."""
+    if size <= 0:
+        return None
+    try:
+        chunk_spans(entry, size, 0, size - 1)
+    except (NotReadable, KeyError, ValueError, TypeError):
+        return None
+    chunks = [
+        [str(c["file_id"]), int(c.get("offset") or 0), int(c["size"])] for c in entry["chunks"]
+    ]
+    layout = json.dumps({"size": size, "chunks": chunks}, separators=(",", ":"))
+    return layout if len(layout) <= MAX_LAYOUT else None
+
+
+def entry_of_layout(layout: str | None) -> dict[str, Any] | None:
+    """The filer entry a layout stands for (what chunk_spans reads); None for none or one that
+    is not a layout (then the filer is asked)."""
+    if not layout:
+        return None
+    try:
+        fields = json.loads(layout)
+        chunks = [
+            {"file_id": str(file_id), "offset": int(offset), "size": int(length)}
+            for file_id, offset, length in fields["chunks"]
+        ]
+        return {"FileSize": int(fields["size"]), "chunks": chunks}
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring a malformed copy layout: %s", exc)
+        return None
 
 
 def chunk_spans(entry: dict, size: int, first: int, last: int) -> list[ChunkSpan]:

@@ -85,9 +85,9 @@ async def roll_back(proxy: Proxy, object_id: int) -> None:
 
 async def _store(
     proxy: Proxy, started: ObjectInfo, payload: Payload, regions: list[str], request: Request
-) -> str:
+) -> tuple[str, dict[str, str]]:
     """Write the body to the first region, then copy it to the others (synchronous replicas);
-    the object's ETag.
+    (the object's ETag, the first copy's layout by region if it has one to record).
 
     A body of known length goes through in one streamed PUT, whose ETag (the MD5 of the bytes)
     the region computes (a large one read straight off the client's socket when it can be);
@@ -111,9 +111,20 @@ async def _store(
             payload.chunks(),
         )
         etag = payload.md5_hex
+    layouts = await _layouts(proxy, primary, length)
     for region in regions[1:]:
         await replicate(proxy, primary, copies[region])
-    return etag
+    return etag, layouts
+
+
+async def _layouts(proxy: Proxy, copy: Locator, length: int | None) -> dict[str, str]:
+    """{region: layout} of a copy just written to a SeaweedFS region this proxy reads past the
+    S3 API (seaweed_reads.layout_of), so no proxy's first read of it asks the filer."""
+    reader = proxy.regions.seaweed(copy.region)
+    if reader is None or not length:
+        return {}
+    layout = await reader.layout(copy.physical_bucket, copy.physical_key, length)
+    return {copy.region: layout} if layout else {}
 
 
 async def _store_from_socket(
@@ -207,7 +218,7 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
     payload = Payload(request.stream(), s3, caller.signed, caller.signing_key)
     started = await proxy.locator.start_upload(new_upload(s3, caller, regions))
     try:
-        etag = await _store(proxy, started, payload, regions, request)
+        etag, layouts = await _store(proxy, started, payload, regions, request)
         payload.check()
     except BaseException:
         await roll_back(proxy, started.id)
@@ -217,6 +228,7 @@ async def put_object(proxy: Proxy, s3: S3Request, caller: Caller, request: Reque
         etag=etag,
         regions=regions,
         checksum=payload.stored_checksum(),
+        layouts=layouts,
     )
     info = await proxy.commit(started.id, done)
     return Response(
@@ -352,7 +364,9 @@ async def _from_volumes(
     if reader is None:
         return None
     try:
-        return await reader.relayed(copy.physical_bucket, copy.physical_key, *span, info.size or 0)
+        return await reader.relayed(
+            copy.physical_bucket, copy.physical_key, *span, info.size or 0, copy.layout
+        )
     except NotReadable as exc:
         log.info("reading %s/%s through S3: %s", copy.region, copy.physical_key, exc)
         return None
@@ -367,7 +381,9 @@ async def _read_whole(
     body, path = None, "buffered"
     if reader is not None and span[1] >= span[0]:
         try:
-            body = await reader.read(copy.physical_bucket, copy.physical_key, *span, info.size or 0)
+            body = await reader.read(
+                copy.physical_bucket, copy.physical_key, *span, info.size or 0, copy.layout
+            )
             path = "native_buffered"
         except NotReadable as exc:
             log.info("reading %s/%s through S3: %s", copy.region, copy.physical_key, exc)
