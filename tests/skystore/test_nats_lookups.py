@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from servicekit.errors import NotFound, ServiceUnavailable
 from servicekit.events import connect_nats
@@ -143,6 +145,24 @@ def test_without_a_locator_on_nats_proxies_look_up_over_rest(
 
 
 Responder = Callable[[Client, Msg], Awaitable[None]]
+PROBE = b"probe"
+
+
+async def _subscribed(
+    client: Client, locator: Client, answer: Callable[[Msg], Awaitable[None]]
+) -> None:
+    """`answer` subscribed on `locator` once `client`'s requests reach it: a nats-server just
+    started now and then answers the first requests after a SUB with no responders."""
+    for _ in range(20):
+        subscription = await locator.subscribe(LOOKUP_SUBJECT, cb=answer)
+        await locator.flush()
+        try:
+            await client.request(LOOKUP_SUBJECT, PROBE, timeout=2)
+            return
+        except NoRespondersError:
+            await subscription.unsubscribe()
+            await asyncio.sleep(0.1)
+    raise AssertionError("the stand-in locator's subscription never took")
 
 
 @asynccontextmanager
@@ -155,10 +175,12 @@ async def _lookups_against(
     if respond is not None:
 
         async def answer(message: Msg) -> None:
-            await respond(locator, message)
+            if message.data == PROBE:
+                await message.respond(b"")
+            else:
+                await respond(locator, message)
 
-        await locator.subscribe(LOOKUP_SUBJECT, cb=answer)
-        await locator.flush()
+        await _subscribed(client, locator, answer)
     try:
         yield NatsLookups("token", lambda: client, timeout=wait)
     finally:
@@ -166,7 +188,9 @@ async def _lookups_against(
         await locator.close()
 
 
-async def test_the_proxy_side_asks_over_rest_when_nobody_or_nonsense_answers(nats_server) -> None:
+async def test_the_proxy_side_asks_over_rest_when_nobody_or_nonsense_answers(
+    nats_server, caplog: pytest.LogCaptureFixture
+) -> None:
     async with _lookups_against(nats_server, None) as lookups:
         assert await lookups.object("b", "k", None) is None  # no responder
         assert await lookups.object("b", "k", None) is None  # and paused: not asked again
@@ -175,12 +199,18 @@ async def test_the_proxy_side_asks_over_rest_when_nobody_or_nonsense_answers(nat
         await message.respond(b"hello")  # no status header
 
     async with _lookups_against(nats_server, nonsense) as lookups:
-        assert await lookups.object("b", "k", None) is None
+        with caplog.at_level(logging.WARNING, "services.skystore.proxy.nats_lookups"):
+            assert await lookups.object("b", "k", None) is None
+        assert "not a lookup answer" in caplog.text
 
     assert await NatsLookups("t", lambda: None, timeout=1).object("b", "k", None) is None
 
 
-async def test_the_proxy_side_raises_the_locators_errors_and_silence(nats_server) -> None:
+async def test_the_proxy_side_raises_the_locators_errors_and_silence(
+    nats_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "services.skystore.proxy.nats_lookups")  # why, if it fails
+
     async def not_found(locator: Client, message: Msg) -> None:
         body = json.dumps({"detail": "key 'k' does not exist", "code": "NoSuchKey", "Key": "k"})
         await locator.publish(message.reply, body.encode(), headers={STATUS_HEADER: "404"})
@@ -193,6 +223,6 @@ async def test_the_proxy_side_raises_the_locators_errors_and_silence(nats_server
     async def silent(locator: Client, message: Msg) -> None:
         return None
 
-    async with _lookups_against(nats_server, silent, wait=0.3) as lookups:
+    async with _lookups_against(nats_server, silent, wait=1.0) as lookups:
         with pytest.raises(ServiceUnavailable):
             await lookups.object("b", "k", None)

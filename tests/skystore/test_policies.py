@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from servicekit.errors import InvalidInput
 from servicekit.testing import eventually
+from servicekit.testing.metrics import scraped
 from services.skystore.locator.eviction import ttl_rule
 from services.skystore.policies import POLICIES, choose_read, policy
 from services.skystore.schemas import Bucket, Link, Locator, PhysicalBucket, Region
@@ -224,6 +225,28 @@ def test_copy_on_read_of_a_range_keeps_the_whole_object(stack, physical) -> None
     }
     whole = stack.client(CLOUD).get_object(Bucket=bucket, Key="k")["Body"].read()
     assert whole == payload
+
+
+def _replica_touches(stack) -> int:  # type: ignore[no-untyped-def]
+    counts = scraped(stack.locator.url, "http_requests_total", by="route", method="POST")
+    return int(counts["/replicas/{locator_id}/read"])
+
+
+def test_a_replica_read_often_is_touched_once_a_second(stack) -> None:
+    bucket = _make(stack, "copy_on_read")
+    stack.client(EDGE).put_object(Bucket=bucket, Key="k", Body=b"read often")
+    cloud = stack.client(CLOUD)
+    assert cloud.get_object(Bucket=bucket, Key="k")["Body"].read() == b"read often"  # copies
+    time.sleep(1.1)
+    before = _replica_touches(stack)
+    began = time.monotonic()
+    for _ in range(20):
+        assert cloud.get_object(Bucket=bucket, Key="k")["Body"].read() == b"read often"
+    seconds = time.monotonic() - began
+    # The touches go in the background: wait until those sent have been answered.
+    time.sleep(0.5)
+    touched = _replica_touches(stack) - before
+    assert 1 <= touched <= int(seconds) + 1, (touched, seconds)
 
 
 def _with_headers(s3: Any, **headers: str) -> Any:

@@ -41,7 +41,12 @@ class Proxy:
     # Bucket records for authorisation, kept briefly: owners never change, and every write or
     # read is checked against the locator's own view of the bucket anyway.
     bucket_ttl: float = 2.0
+    # A replica read often is touched once per this many seconds, not per read: each touch is a
+    # write transaction on the locator (a copy_on_read replica read 100 times a second would
+    # cost it 100 writes a second); eviction is at most this much early.
+    touch_every: float = 1.0
     _buckets: dict[str, tuple[float, Bucket]] = field(default_factory=dict)
+    _touched: dict[int, float] = field(default_factory=dict)  # replica id: next touch due
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def count_read(self, chunks: AsyncIterator[bytes], source: str) -> AsyncIterator[bytes]:
@@ -108,6 +113,12 @@ class Proxy:
 
     def note_read(self, copy: Locator) -> None:
         """Restart the copy's TTL, off the request's path: a lost touch only evicts earlier."""
+        now = time.monotonic()
+        if self._touched.get(copy.id, 0.0) > now:
+            return
+        if len(self._touched) > 10_000:
+            self._touched = {i: due for i, due in self._touched.items() if due > now}
+        self._touched[copy.id] = now + self.touch_every
         self._in_background(self._touch(copy.id))
 
     async def _touch(self, locator_id: int) -> None:

@@ -55,7 +55,7 @@ class NatsLookups:
         except (nats.errors.TimeoutError, TimeoutError):
             raise ServiceUnavailable("the SkyStore locator did not answer a lookup") from None
         except nats.errors.Error as exc:  # the connection closed or is draining
-            log.info("lookup over NATS failed, asking over REST: %s", exc)
+            log.warning("lookup over NATS failed, asking over REST: %r", exc)
             return None
         try:
             answer = LookupAnswer.of(reply.data, reply.headers)
