@@ -19,7 +19,7 @@ T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 EDGE = "local:edge"
 
 
-async def _write(sessions: Sessions, etag: str) -> None:
+async def _write(sessions: Sessions, etag: str, layouts: dict[str, str] | None = None) -> None:
     async with sessions.begin() as session:
         started = await writes.start_upload(
             session,
@@ -29,7 +29,7 @@ async def _write(sessions: Sessions, etag: str) -> None:
             now=T0,
         )
     async with sessions.begin() as session:
-        done = UploadComplete(size=len(etag), etag=etag, regions=[EDGE])
+        done = UploadComplete(size=len(etag), etag=etag, regions=[EDGE], layouts=layouts or {})
         await writes.complete_upload(session, object_id=started.id, done=done, now=T0)
 
 
@@ -63,6 +63,16 @@ async def test_every_committed_overwrite_is_seen_by_the_next_lookup(
         info = await lookup.get("box", "k")
         assert (info.generation, info.etag) == (n, f"etag-{n}")
         assert [c.status for c in info.locators] == ["ready"]
+
+
+async def test_a_copys_recorded_layout_comes_with_it_until_an_overwrite_without_one(
+    lookup: ObjectLookup, sessions
+) -> None:
+    layout = '{"size":3,"chunks":[["3,0a1b2c",0,3]]}'
+    await _write(sessions, "one", {EDGE: layout, "local:elsewhere": "ignored: no copy there"})
+    assert [c.layout for c in (await lookup.get("box", "k")).locators] == [layout]
+    await _write(sessions, "two")
+    assert [c.layout for c in (await lookup.get("box", "k")).locators] == [None]
 
 
 async def test_missing_key_and_bucket_are_named(lookup: ObjectLookup) -> None:
