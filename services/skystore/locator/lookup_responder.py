@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -66,7 +67,10 @@ class LookupResponder:
             log.exception("lookup over NATS failed")
             answer = LookupAnswer(500, b'{"detail": "the lookup failed; see the locator log"}')
         assert self._client is not None
-        await self._client.publish(message.reply, answer.body, headers=answer.headers())
+        try:
+            await self._client.publish(message.reply, answer.body, headers=answer.headers())
+        except nats.errors.Error as exc:  # the connection went: the proxy times out, or retries
+            log.warning("could not answer a lookup over NATS: %r", exc)
 
     async def stop(self) -> None:
         await asyncio.gather(*self._answering, return_exceptions=True)
